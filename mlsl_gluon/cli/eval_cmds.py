@@ -1,0 +1,3 @@
+"""CLI commands (see mlsl_gluon.cli)."""
+
+COMMANDS = []

@@ -1,0 +1,1 @@
+"""Dataset readers, label tables and training/evaluation transforms."""
