@@ -1,0 +1,124 @@
+"""MLSLNet: ResNet-38 trunk + segmentation head + image classification branch (paper Fig. 2)."""
+import mxnet as mx
+from mxnet import autograd
+from mxnet.gluon.block import HybridBlock
+
+from .heads import ClassificationBranch, SegmentationHead
+from .resnet38 import ResNet38
+
+
+class MLSLNet(HybridBlock):
+    """The MLSL network: segmentation logits at stride 8 and (optionally) image-level logits.
+
+    Parameters
+    ----------
+    num_classes : int
+        C (19 for GTA5 -> Cityscapes, 16 for SYNTHIA -> Cityscapes).
+    width : float
+        Multiplier on every channel count except C (1.0 = the paper's network).
+    with_classifier : bool
+        Build the image classification branch used by the PWL loss (paper Sec. 3.3).
+    freeze_bn : bool
+        Freeze BN running statistics (gamma/beta stay trainable), as all released scripts do.
+    cls_head : {'paper', 'released'}
+        ReLU placement in the classification branch: ``'paper'`` (ReLU after every layer but
+        the last) or ``'released'`` (the released code's variant: no ReLU after the 3x3 conv
+        nor after FC-512).
+
+    Notes
+    -----
+    ``net(x)`` with x (N, 3, H, W) returns ``(seg_logits, cls_logits)``: seg_logits
+    (N, C, ceil(H/8), ceil(W/8)), cls_logits (N, C); with ``with_classifier=False`` only
+    seg_logits. Parameters are created with known shapes but not initialised: call
+    :func:`init_params` (or ``net.initialize(...)``) before use.
+
+    References
+    ----------
+    J. Iqbal, M. Ali, "MLSL: Multi-Level Self-Supervised Learning for Domain Adaptation with
+    Spatially Independent and Semantically Consistent Labeling", WACV 2020.
+    """
+
+    def __init__(self, num_classes=19, width=1.0, with_classifier=True, freeze_bn=True,
+                 cls_head="paper", **kwargs):
+        super().__init__(**kwargs)
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError("num_classes must be a positive integer, got {!r}".format(num_classes))
+        self.num_classes = int(num_classes)
+        self.width = width
+        self.with_classifier = with_classifier
+        with self.name_scope():
+            self.trunk = ResNet38(width=width, freeze_bn=freeze_bn, prefix="trunk_")
+            self.seg_head = SegmentationHead(self.num_classes, self.trunk.out_channels, width,
+                                             prefix="seg_")
+            self.cls_branch = None
+            if with_classifier:
+                self.cls_branch = ClassificationBranch(self.num_classes, self.trunk.out_channels,
+                                                       width, variant=cls_head, prefix="cls_")
+
+    def ademxapp_layers(self):
+        """Yield ``(ademxapp layer name, block)`` for the trunk and the segmentation head.
+
+        The classification branch has no counterpart in ademxapp/CBST files.
+        """
+        yield from self.trunk.ademxapp_layers()
+        yield from self.seg_head.ademxapp_layers()
+
+    def hybrid_forward(self, F, x):
+        feat = self.trunk(x)
+        seg_logits = self.seg_head(feat)
+        if self.cls_branch is None:
+            return seg_logits
+        return seg_logits, self.cls_branch(feat)
+
+    def predict(self, x):
+        """Softmax class probabilities at the input resolution, in inference mode.
+
+        The stride-8 logits are resized bilinearly to the size of ``x`` (``mode='like'``, so
+        any H, W works), then softmax over classes.
+
+        Parameters
+        ----------
+        x : NDArray
+            (N, 3, H, W) normalised images.
+
+        Returns
+        -------
+        NDArray
+            (N, C, H, W) float32 probabilities summing to 1 over axis 1.
+        """
+        with autograd.pause(train_mode=False):
+            out = self(x)
+            logits = out[0] if self.cls_branch is not None else out
+            # align_corners=True: logit i is centred on input pixel 8*i (the stride-2 3x3
+            # convs with padding 1 keep pixel 0 at the centre of output 0).
+            full = mx.nd.contrib.BilinearResize2D(logits, like=x, mode="like", align_corners=True)
+            return mx.nd.softmax(full, axis=1)
+
+
+def default_initializer():
+    """MSRA (He) Gaussian init for conv/FC weights; biases and BN keep their own defaults."""
+    return mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+
+def init_params(net, ctx=None, initializer=None, force_reinit=False):
+    """Initialise every parameter of ``net`` on ``ctx``.
+
+    Parameters
+    ----------
+    net : Block
+        Network whose parameters are not yet initialised.
+    ctx : Context or list of Context, optional
+        Devices to hold the parameters (default: the current context).
+    initializer : mx.init.Initializer, optional
+        Default :func:`default_initializer`. Biases start at zero, BN gamma 1, beta 0,
+        running mean 0, running var 1 (Gluon's per-parameter defaults).
+    force_reinit : bool
+        Re-initialise parameters that already hold values.
+
+    Returns
+    -------
+    Block
+        ``net``, for chaining.
+    """
+    net.initialize(initializer or default_initializer(), ctx=ctx, force_reinit=force_reinit)
+    return net
