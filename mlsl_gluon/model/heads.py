@@ -2,6 +2,7 @@
 
 Both read the 4096-channel stride-8 latent space of :class:`ResNet38`.
 """
+import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
@@ -9,6 +10,9 @@ from .resnet38 import scaled_channels
 
 SEG_HIDDEN_CHANNELS = 512
 SEG_DILATION = 12
+# Classifier layers start near zero so that a freshly initialised net predicts near-uniform
+# probabilities; MSRA init on the pre-activation trunk otherwise gives logits in the tens.
+CLASSIFIER_INIT_STD = 0.01
 CLS_CONV_CHANNELS = 2048
 CLS_FC_UNITS = 512
 CLS_HEAD_VARIANTS = ("paper", "released")
@@ -38,6 +42,7 @@ class SegmentationHead(HybridBlock):
                                     use_bias=True, in_channels=in_channels, prefix="conv6a_")
             self.linear = nn.Conv2D(num_classes, 3, padding=SEG_DILATION, dilation=SEG_DILATION,
                                     use_bias=True, in_channels=hidden,
+                                    weight_initializer=mx.init.Normal(CLASSIFIER_INIT_STD),
                                     prefix="linear{}_".format(num_classes))
 
     def ademxapp_layers(self):
@@ -82,14 +87,17 @@ class ClassificationBranch(HybridBlock):
             self.conv2 = nn.Conv2D(conv_channels, 3, padding=1, use_bias=True,
                                    in_channels=conv_channels, prefix="conv2_")
             self.fc1 = nn.Dense(fc_units, in_units=conv_channels, prefix="fc1_")
-            self.fc2 = nn.Dense(num_classes, in_units=fc_units, prefix="fc2_")
+            self.fc2 = nn.Dense(num_classes, in_units=fc_units,
+                                weight_initializer=mx.init.Normal(CLASSIFIER_INIT_STD), prefix="fc2_")
 
     def hybrid_forward(self, F, x):
         relu_everywhere = self.variant == "paper"
         h = self.conv2(F.relu(self.conv1(x)))
         if relu_everywhere:
             h = F.relu(h)
-        h = F.mean(h, axis=(2, 3))
+        # Global pooling op rather than F.mean: mxnet.onnx (1.9.1) writes ReduceMean with an
+        # `axes` attribute, which onnx >= 1.14's default opset rejects; GlobalAveragePool exports.
+        h = F.Pooling(h, kernel=(1, 1), global_pool=True, pool_type="avg")
         h = self.fc1(h)
         if relu_everywhere:
             h = F.relu(h)
