@@ -56,7 +56,8 @@ def test_gta5_real_label_as_rgb_is_rejected(real_samples, tmp_path):
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     (root / "images" / "00005.png").symlink_to(real_samples / "gta5" / "images" / "00005.png")
-    Image.open(real_samples / "gta5" / "labels" / "00005.png").convert("RGB").save(root / "labels" / "00005.png")
+    palette_label = Image.open(real_samples / "gta5" / "labels" / "00005.png")
+    palette_label.convert("RGB").save(root / "labels" / "00005.png")
     with pytest.raises(DatasetError) as err:
         GTA5(root)[0]
     message = str(err.value)
