@@ -1,0 +1,256 @@
+"""HDF5 cache of per-image probability volumes for one pseudo-label round.
+
+CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selection only
+ever needs, per pixel, the max probability and argmax (thresholds) and the classes that can win
+argmax_c p_c / k_c, so an entry keeps the T most probable classes per pixel (default 2) at full
+resolution: class ids as uint8 and probabilities quantised to the 16-bit grid of the threshold
+histograms (code = floor(p * 65536)), gzip-compressed in chunks. Because thresholds are bin
+edges of that same grid, p >= k_c holds for a cached pixel exactly when it holds at full
+precision; only the cross-class ratio comparison sees the quantisation (error < 1.5e-5).
+
+Entries are written data first, flushed, then marked with a ``complete`` attribute and a
+CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
+rewritten, and an entry whose bytes do not match its CRC is refused. A file whose metadata
+differs from the current settings is refused (naming the file and the fields) unless
+``regenerate=True``, which deletes and recreates it.
+"""
+import io
+import json
+import logging
+import os
+import tempfile
+import zlib
+
+import h5py
+import numpy as np
+
+from .selection import DEFAULT_BINS, IGNORE_LABEL, probability_bins
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+class CacheError(RuntimeError):
+    """A cache file or entry that cannot be used (stale metadata, corrupted, half-written)."""
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` through a temporary file in the same folder + os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def npz_bytes(**arrays):
+    """The bytes of an .npz file holding ``arrays``."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def encode_top_classes(prob_map, top=2, valid=None, bins=DEFAULT_BINS):
+    """Keep the ``top`` most probable classes per pixel, probabilities on the 16-bit grid.
+
+    Parameters
+    ----------
+    prob_map : ndarray
+        (C, H, W) float probabilities (or prior-weighted scores) in [0, 1].
+    top : int
+        T, classes kept per pixel.
+    valid : ndarray, optional
+        (H, W) bool; invalid pixels get class 255 and probability 0.
+
+    Returns
+    -------
+    top_class : ndarray
+        (T, H, W) uint8, most probable first.
+    top_code : ndarray
+        (T, H, W) uint16 floor(p * bins).
+    """
+    if bins > 65536:
+        raise ValueError("the cache stores 16-bit codes: bins must be <= 65536")
+    work = np.array(prob_map, dtype=np.float32, copy=True)
+    top_class = np.empty((top,) + work.shape[1:], dtype=np.uint8)
+    top_code = np.empty((top,) + work.shape[1:], dtype=np.uint16)
+    rows = np.arange(work.shape[1])[:, None]
+    cols = np.arange(work.shape[2])[None, :]
+    for t in range(top):
+        # Repeated argmax + mask is much cheaper than argsort over C for small T.
+        best = work.argmax(axis=0)
+        prob = work[best, rows, cols]
+        top_class[t] = best
+        top_code[t] = probability_bins(prob, bins)
+        work[best, rows, cols] = -1.0
+    if valid is not None:
+        top_class[:, ~valid] = IGNORE_LABEL
+        top_code[:, ~valid] = 0
+    return top_class, top_code
+
+
+def decode_probabilities(top_code, bins=DEFAULT_BINS):
+    """Codes -> float32 probabilities (the lower edge of each code's bin)."""
+    return top_code.astype(np.float32) / np.float32(bins)
+
+
+def _entry_key(name):
+    # HDF5 treats '/' as a group separator; names like 'aachen/aachen_000000_000019' keep
+    # one flat level of entries instead.
+    return name.replace("/", "|")
+
+
+def _crc(top_class, top_code):
+    return zlib.crc32(top_code.tobytes(), zlib.crc32(top_class.tobytes())) & 0xFFFFFFFF
+
+
+class ProbabilityCache:
+    """One round's HDF5 cache file: ``{image name: top classes + 16-bit probabilities}``.
+
+    Parameters
+    ----------
+    path : str
+        The .h5 file.
+    metadata : dict
+        Settings that make the cached volumes valid (round, checkpoint digest, K, patch size,
+        seed, classes, resolution, ...): str / int / float / bool values.
+    regenerate : bool
+        Delete and recreate the file when its metadata differs instead of refusing it.
+    mode : {'a', 'r'}
+        Append (create if absent) or read-only.
+    """
+
+    def __init__(self, path, metadata, regenerate=False, mode="a"):
+        self.path = str(path)
+        self.metadata = {k: metadata[k] for k in sorted(metadata)}
+        self.metadata["format_version"] = FORMAT_VERSION
+        if mode not in ("a", "r"):
+            raise ValueError(f"mode must be 'a' or 'r', got {mode!r}")
+        if mode == "r" and not os.path.exists(self.path):
+            raise CacheError(f"{self.path}: cache file does not exist")
+        if os.path.exists(self.path):
+            try:
+                self._file = h5py.File(self.path, mode)
+            except OSError as err:
+                if not regenerate:
+                    raise CacheError(f"{self.path}: cannot open the HDF5 cache ({err}); delete it or "
+                                     "rerun with regenerate=True (--regenerate)") from err
+                logger.warning("%s: unreadable cache, regenerating (%s)", self.path, err)
+                os.unlink(self.path)
+                self._file = h5py.File(self.path, "a")
+                self._write_metadata()
+                return
+            mismatch = self._mismatching_fields()
+            if mismatch and regenerate and mode == "a":
+                logger.warning("%s: cache settings differ (%s), regenerating", self.path,
+                               ", ".join(mismatch))
+                self._file.close()
+                os.unlink(self.path)
+                self._file = h5py.File(self.path, "a")
+                self._write_metadata()
+            elif mismatch:
+                self._file.close()
+                raise CacheError(
+                    f"{self.path}: cache was made with different settings; mismatching fields: "
+                    + "; ".join(mismatch) + ". Use another cache path or regenerate=True (--regenerate).")
+        else:
+            self._file = h5py.File(self.path, "a")
+            self._write_metadata()
+
+    def _write_metadata(self):
+        for key, value in self.metadata.items():
+            self._file.attrs[key] = value
+        self._file.flush()
+
+    def _mismatching_fields(self):
+        found = dict(self._file.attrs)
+        out = []
+        for key in sorted(set(found) | set(self.metadata)):
+            want, have = self.metadata.get(key, "<absent>"), found.get(key, "<absent>")
+            if isinstance(have, bytes):
+                have = have.decode()
+            if isinstance(have, np.generic):
+                have = have.item()
+            if have != want:
+                out.append(f"{key}: cache has {have!r}, expected {want!r}")
+        return out
+
+    def close(self):
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def names(self):
+        """Names of complete entries, sorted."""
+        return sorted(self._file[k].attrs["name"] for k in self._file.keys()
+                      if self._file[k].attrs.get("complete", False))
+
+    def has(self, name):
+        """True when a complete entry for ``name`` exists (half-written ones do not count)."""
+        key = _entry_key(name)
+        return key in self._file and bool(self._file[key].attrs.get("complete", False))
+
+    def write(self, name, top_class, top_code, uncovered=0):
+        """Store one image's entry; a previous (e.g. half-written) entry is replaced."""
+        key = _entry_key(name)
+        if key in self._file:
+            del self._file[key]
+        group = self._file.create_group(key)
+        chunks = (1,) + tuple(min(s, 256) for s in top_class.shape[1:])
+        options = dict(chunks=chunks, compression="gzip", compression_opts=1, shuffle=True)
+        group.create_dataset("top_class", data=top_class, **options)
+        group.create_dataset("top_code", data=top_code, **options)
+        group.attrs["name"] = name
+        group.attrs["uncovered"] = int(uncovered)
+        group.attrs["crc32"] = _crc(top_class, top_code)
+        self._file.flush()
+        # Marking completion last means a writer killed before this line leaves an entry that
+        # `has` reports as absent.
+        group.attrs["complete"] = True
+        self._file.flush()
+
+    def read(self, name):
+        """Return ``(top_class uint8 (T,H,W), top_code uint16 (T,H,W), uncovered)`` of an entry.
+
+        Raises
+        ------
+        CacheError
+            When the entry is missing, half-written, unreadable or fails its CRC check.
+        """
+        key = _entry_key(name)
+        if key not in self._file:
+            raise CacheError(f"{self.path}: no entry for image {name!r}")
+        group = self._file[key]
+        if not group.attrs.get("complete", False):
+            raise CacheError(f"{self.path}: entry {name!r} is half-written (no 'complete' mark); "
+                             "rerun the pass to recompute it")
+        try:
+            top_class = group["top_class"][()]
+            top_code = group["top_code"][()]
+        except (OSError, KeyError) as err:
+            raise CacheError(f"{self.path}: entry {name!r} is unreadable ({err})") from err
+        if _crc(top_class, top_code) != int(group.attrs["crc32"]):
+            raise CacheError(f"{self.path}: entry {name!r} is corrupted (CRC mismatch)")
+        return top_class, top_code, int(group.attrs.get("uncovered", 0))
+
+    def entry_nbytes(self, name):
+        """Bytes an entry occupies on disk (compressed)."""
+        group = self._file[_entry_key(name)]
+        return sum(group[d].id.get_storage_size() for d in group)
