@@ -77,8 +77,10 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
         Base learning rate.
     momentum, wd : float
         SGD momentum and weight decay (paper: 0.9, 5e-4).
-    kvstore : str
-        MXNet kvstore type: ``'local'``, ``'device'``, ``'dist_sync'``, ``'dist_device_sync'``...
+    kvstore : str or mx.kvstore.KVStore
+        MXNet kvstore type: ``'local'``, ``'device'``, ``'dist_sync'``, ``'dist_device_sync'``...,
+        or an already created kvstore (with ``dist_*``, create it once per process, read the
+        worker's ``rank`` from it, and pass it here).
 
     Returns
     -------
@@ -102,7 +104,8 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     # Index-keyed multipliers survive pickling of the optimiser (its param_dict does not).
     optimizer.set_lr_mult(lr_mult)
     optimizer.set_wd_mult(wd_mult)
-    store = mx.kv.create(kvstore) if str(kvstore).startswith("dist") else kvstore
+    distributed = isinstance(kvstore, str) and kvstore.startswith("dist")
+    store = mx.kv.create(kvstore) if distributed else kvstore
     return gluon.Trainer(params, optimizer, kvstore=store, update_on_kvstore=False)
 
 
@@ -132,7 +135,7 @@ def set_learning_rate(trainer, lr):
 
 def num_workers(trainer):
     """Number of worker processes sharing the gradient sum (1 unless the kvstore is ``dist_*``)."""
-    # build_trainer hands a created KVStore object to the trainer only for distributed types.
+    # build_trainer always hands a created KVStore object to the trainer for distributed types.
     store = trainer._kvstore_params["kvstore"]
     return store.num_workers if isinstance(store, mx.kvstore.KVStore) else 1
 
@@ -169,7 +172,7 @@ def _check_finite(iteration, values):
 
 def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=False, ohem=False,
                 cls_loss_scale=None, start_iteration=0, log_every=20, progress=True,
-                on_iteration=None):
+                on_iteration=None, seed=None):
     """One pass of SGD over ``batches``: step 2 of a round (Eq. 3, or Eq. 7 with ``use_cls``).
 
     Each global batch is split over ``ctx_list``; every device computes per-image losses
@@ -177,8 +180,8 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
     ``use_cls``), their sum is back-propagated, and ``trainer.step`` divides by the global
     batch size (times the number of ``dist_*`` workers), so the update does not depend on how
     the batch is split. A classifier branch the network has but ``use_cls`` leaves unused is
-    not updated at all. Deterministic on CPU for identical inputs and parameters (seed MXNet's
-    RNG, e.g. per iteration in ``on_iteration``, if the network has dropout).
+    not updated at all. Deterministic on CPU for identical inputs and parameters; with
+    dropout in the network pass ``seed`` so that the masks depend only on the iteration.
 
     Parameters
     ----------
@@ -207,6 +210,10 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
     on_iteration : callable or None
         Called as ``on_iteration(iteration, losses)`` after each update, ``losses`` a dict of
         floats (``seg``, ``cls`` when used, ``total``); e.g. to checkpoint mid-epoch.
+    seed : int or None
+        If given, MXNet's RNG (dropout) is re-seeded with ``seed + iteration`` before every
+        iteration, so an epoch resumed at ``start_iteration`` draws the same masks as an
+        uninterrupted one.
 
     Returns
     -------
@@ -230,6 +237,8 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
         if use_cls and weak is None:
             raise ValueError(f"use_cls=True but batch {iteration} has no weak labels")
         batch_size = int(images.shape[0])
+        if seed is not None:
+            mx.random.seed(seed + iteration)
         parts = zip(_split(images, ctx_list), _split(label8, ctx_list),
                     _split(weak, ctx_list) if use_cls else [None] * len(ctx_list))
         seg_sums, cls_sums, objectives = [], [], []
