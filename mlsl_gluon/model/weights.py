@@ -208,7 +208,7 @@ def load_weights(net, path, ctx=None, allow_missing=False):
         if not _is_initialized(param):
             # A parameter's own initializer (zeros for biases, ones for BN gamma) wins over
             # the default one; values from the file overwrite either right after.
-            param.initialize(init=default_initializer(), ctx=ctx)
+            param.initialize(ctx=ctx, default_init=default_initializer())
         if key in loaded:
             param.set_data(loaded[key].astype(param.dtype, copy=False))
     if missing:
