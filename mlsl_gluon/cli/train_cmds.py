@@ -1,3 +1,72 @@
-"""CLI commands (see mlsl_gluon.cli)."""
+"""`mlsl-gluon train`: source-only training or the MLSL rounds of one method."""
+import logging
 
-COMMANDS = []
+import click
+
+from ..config import METHODS, SOURCES, ConfigError, load_config
+from ..training.inputs import LAYOUT_HELP, InputError
+
+logger = logging.getLogger(__name__)
+
+_HELP = f"""Train one method end to end into the run folder --out, resumably.
+
+\b
+Methods: source-only (train from ImageNet weights, or just evaluate a given source model),
+cbst (single-inference pseudo-labels, spatial prior for GTA5), cbst-pwl (+ pseudo weak labels),
+sisc (SISC patch pseudo-labels, paper Sec. 3.2), sisc-pwl (+ pseudo weak labels, Sec. 3.3).
+Defaults are the paper's (6 rounds x 2 epochs, lr 1e-4 / sqrt(2)^r, ...); an experiments/*.yaml
+file (--config) and --set section.key=value override them.
+
+\b
+{LAYOUT_HELP}"""
+
+
+@click.command("train", help=_HELP)
+@click.option("--source", type=click.Choice(SOURCES), default=None,
+              help="Source domain (default: from --config, else gta5).")
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="Method (default: from --config, else sisc-pwl).")
+@click.option("--data-root", type=click.Path(file_okay=False), required=True,
+              help="Folder holding GTA5/, SYNTHIA/ and Cityscapes/ (layout above).")
+@click.option("--weights", type=click.Path(dir_okay=False), required=True,
+              help="Source model (gta_rna-a1_cls19_s8_ep-0000.params or "
+                   "synthia_rna-a1_cls16_s8_ep-0000.params), "
+                   "or for source-only training ilsvrc-cls_rna-a1_cls1000_ep-0001.params.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Run folder to create or resume.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="experiments/*.yaml overriding the defaults (unknown keys are errors).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config field, e.g. --set train.lr=5e-5 (repeatable; applied last).")
+@click.option("--ctx", default="cpu", help="Devices: cpu, gpu, or gpu:0,1 for data parallel training.")
+@click.option("--kvstore", default="device",
+              help="MXNet kvstore: local, device, dist_sync, dist_device_sync (DMLC_* environment for dist).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last consistent state (refused if the config "
+                   "differs); "
+                   "without it an existing run folder is never overwritten.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (log lines only).")
+def train(source, method, data_root, weights, out, config_file, overrides, ctx, kvstore, resume, no_progress):
+    from ..data import DatasetError
+    from ..training.checkpoint import CheckpointError
+    from ..training.experiment import run_experiment
+    from ..training.stage import TrainingStopped
+    from .common import parse_ctx
+
+    try:
+        ctx_list = parse_ctx(ctx)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--ctx") from None
+    try:
+        config = load_config(config_file, overrides, source=source, method=method)
+        summary = run_experiment(config, data_root, weights, out, ctx_list, kvstore=kvstore, resume=resume,
+                                 progress=not no_progress)
+    except (ConfigError, InputError, DatasetError, CheckpointError, TrainingStopped) as err:
+        raise click.ClickException(str(err)) from None
+    miou = summary.get("miou")
+    click.echo(f"{config.experiment.source} {config.experiment.method}: run folder {out}, "
+               f"mIoU {'n/a (no val labels)' if miou is None else f'{100 * miou:.2f}'}"
+               + (f", mIoU* {100 * summary['miou13']:.2f}" if summary.get("miou13") is not None else ""))
+
+
+COMMANDS = [train]

@@ -1,0 +1,52 @@
+"""One training run from start to DONE: check inputs, open the run folder, dispatch the method."""
+import logging
+
+from .inputs import open_datasets, weights_kind
+from .rounds import run_rounds
+from .run_folder import RunFolder
+from .source_only import run_source_only
+from .stage import no_event
+
+logger = logging.getLogger(__name__)
+
+
+def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device", resume=False,
+                   on_event=no_event, progress=True):
+    """Run (or resume) ``config``'s method and return its summary.
+
+    Every input is checked before the run folder is touched, so a missing data set or weight
+    file stops the run before anything starts.
+
+    Parameters
+    ----------
+    config : Config
+    data_root : str or Path
+        Folder with GTA5/, SYNTHIA/ and Cityscapes/ (names in ``config.data``).
+    weights : str or Path
+        Source model (adaptation methods) or ImageNet / source model (source-only).
+    out : str or Path
+        Run folder.
+    ctx_list : list of mx.Context
+    kvstore : str
+    resume : bool
+        Continue the run in ``out`` (its config must be identical).
+    on_event : callable
+        Hook ``on_event(name, **info)``; tests use it to inject faults.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``out/DONE``.
+    """
+    weights_kind(weights, config.num_classes)
+    data = open_datasets(config, data_root)
+    run = RunFolder(out, config, resume=resume)
+    if run.done:
+        logger.info("%s already finished; nothing to do", run.path)
+        return run.read_summary()
+    method = run_source_only if config.experiment.method == "source-only" else run_rounds
+    summary = method(run, config, data, weights, ctx_list, kvstore=kvstore, on_event=on_event,
+                     progress=progress)
+    run.mark_done(summary)
+    logger.info("run %s finished: mIoU %s", run.path, summary.get("miou"))
+    return summary

@@ -1,0 +1,96 @@
+"""A resumable training stage: E epochs of SGD with checkpoints, shared by source-only training
+and step 2 of every MLSL round.
+
+The checkpoint ``state`` says where the run is: ``{"stage": s, "round": r, "phase": "train",
+"epoch": e, "iteration": i}`` means "epochs before e and the first i batches of epoch e are done".
+"""
+import logging
+
+from .checkpoint import save_checkpoint
+from .datasets import EpochBatches, num_batches
+from .engine import NonFiniteLossError, train_epoch
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+def no_event(event, **info):
+    """Default event hook: does nothing (tests inject faults through this hook)."""
+
+
+def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_size, seed, lr,
+                loss_options, checkpoint_every, log_every, on_event=no_event, progress=True):
+    """Train ``epochs`` epochs from the position in ``state``, checkpointing into the run folder.
+
+    Parameters
+    ----------
+    run : RunFolder
+        Receives ``checkpoints/latest.params`` and metrics lines.
+    net, trainer, ctx_list
+        As for :func:`mlsl_gluon.training.engine.train_epoch`.
+    dataset : SelfTrainingSet
+    state : dict
+        Checkpoint state with ``stage``, ``epoch`` and ``iteration`` (and anything else to keep).
+    epochs, batch_size, seed : int
+    lr : float
+        Learning rate (logged; the trainer already uses it).
+    loss_options : dict
+        ``lambda_cls``, ``use_cls``, ``ohem``, ``cls_loss_scale`` for ``train_epoch``.
+    checkpoint_every : int
+        Mid-epoch checkpoint every this many iterations (0 = only at epoch ends).
+    log_every : int
+        Metrics line and log line every this many iterations.
+    on_event : callable
+        ``on_event(name, **info)`` after every iteration (``'iteration'``) and epoch (``'epoch_end'``).
+
+    Returns
+    -------
+    dict
+        ``state`` advanced to ``epoch = epochs, iteration = 0``.
+
+    Raises
+    ------
+    TrainingStopped
+        On a NaN / infinite loss, naming round, epoch and iteration; latest.params stays the
+        last good state.
+    """
+    state = dict(state)
+    total = num_batches(len(dataset), batch_size)
+    while state["epoch"] < epochs:
+        epoch, start = state["epoch"], state["iteration"]
+        batches = EpochBatches(dataset, batch_size, seed=seed, stage=state["stage"], epoch=epoch,
+                               start_iteration=start)
+        where = {"stage": state["stage"], "round": state.get("round"), "epoch": epoch}
+
+        def on_iteration(iteration, losses, where=where, epoch=epoch):
+            done = iteration + 1
+            if log_every and done % log_every == 0:
+                run.log("train", **where, iteration=iteration, lr=lr, **losses)
+            if checkpoint_every and done % checkpoint_every == 0 and done < total:
+                save_checkpoint(run.latest_checkpoint, net, trainer, dict(state, epoch=epoch, iteration=done))
+            on_event("iteration", **where, iteration=iteration, losses=losses)
+
+        try:
+            result = train_epoch(net, trainer, batches, ctx_list, start_iteration=start, log_every=log_every,
+                                 progress=progress, on_iteration=on_iteration, **loss_options)
+        except NonFiniteLossError as err:
+            run.log("stopped", **where, iteration=err.iteration, loss=err.loss_name, value=str(err.value))
+            raise TrainingStopped(
+                f"training stopped in {_describe(where)}, iteration {err.iteration} of the epoch: {err}. "
+                f"The last good checkpoint {run.latest_checkpoint} is kept; lower the learning rate "
+                f"(--set) and resume with --resume") from err
+        state.update(epoch=epoch + 1, iteration=0)
+        save_checkpoint(run.latest_checkpoint, net, trainer, state)
+        run.log("epoch", **where, lr=lr, **result)
+        logger.info("%s done: %s", _describe(where),
+                    ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
+        on_event("epoch_end", **where)
+    return state
+
+
+def _describe(where):
+    stage = "source-only training" if where["round"] is None else f"round {where['round']}"
+    return f"{stage}, epoch {where['epoch']}"
