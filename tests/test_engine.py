@@ -1,0 +1,308 @@
+"""Training engine: parameter groups, the SGD update, Eq. 6 weighting, NaN guard, determinism,
+two CPU contexts == one, and atomic checkpoints (round trip, corruption, crash during save)."""
+import math
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+from mlsl_gluon.losses import classification_bce, segmentation_cross_entropy
+from mlsl_gluon.model import MLSLNet, init_params
+from mlsl_gluon.training import (
+    CheckpointError,
+    NonFiniteLossError,
+    build_trainer,
+    load_checkpoint,
+    round_learning_rate,
+    save_checkpoint,
+    set_learning_rate,
+    train_epoch,
+)
+from mlsl_gluon.training.engine import is_double_lr_parameter, num_workers
+
+C = 5
+SIZE = 32  # crop; labels at stride 8 are 4 x 4
+
+
+class NoDropoutNet(gluon.HybridBlock):
+    """Stand-in with frozen BN, biases and a classifier but no dropout.
+
+    Two devices draw different dropout masks than one device for the same batch, so the
+    device-split equivalence is checked on a network without dropout.
+    """
+
+    def __init__(self, num_classes=C, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.bn = nn.BatchNorm(use_global_stats=True)
+            self.conv1 = nn.Conv2D(8, 3, strides=2, padding=1)
+            self.conv2 = nn.Conv2D(num_classes, 3, strides=4, padding=1)
+            self.fc = nn.Dense(num_classes)
+
+    def hybrid_forward(self, F, x):
+        seg = self.conv2(F.relu(self.conv1(self.bn(x))))
+        return seg, self.fc(seg)
+
+
+def make_batches(num, batch_size, seed=0, num_classes=C):
+    rng = np.random.RandomState(seed)
+    out = []
+    for _ in range(num):
+        images = rng.randn(batch_size, 3, SIZE, SIZE).astype(np.float32)
+        label8 = rng.randint(0, num_classes, size=(batch_size, SIZE // 8, SIZE // 8)).astype(np.float32)
+        label8[:, 0, :2] = 255
+        weak = rng.randint(0, 2, size=(batch_size, num_classes)).astype(np.float32)
+        out.append((images, label8, weak))
+    return out
+
+
+def mlsl_net(ctx, with_classifier=True, seed=0):
+    mx.random.seed(seed)
+    net = MLSLNet(num_classes=C, width=1 / 16, with_classifier=with_classifier)
+    init_params(net, ctx=ctx)
+    return net
+
+
+def stand_in(ctx, seed=0):
+    mx.random.seed(seed)
+    net = NoDropoutNet()
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    net(mx.nd.zeros((1, 3, SIZE, SIZE), ctx=ctx[0]))
+    # Non-trivial BN statistics, so freezing them is observable.
+    net.bn.running_mean.set_data(mx.nd.array([0.1, -0.2, 0.3]))
+    net.bn.running_var.set_data(mx.nd.array([1.5, 0.7, 1.1]))
+    return net
+
+
+def short(name):
+    """Parameter name without the per-instance prefix (``mlslnet3_``), comparable across nets."""
+    return name.split("_", 1)[1]
+
+
+def params_numpy(net):
+    return {short(name): p.data(p.list_ctx()[0]).asnumpy().copy() for name, p in net.collect_params().items()}
+
+
+def assert_params_close(a, b, rtol=1e-5, atol=1e-7):
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+def test_round_learning_rate_divides_by_sqrt2_per_round():
+    assert round_learning_rate(1e-4, 0) == 1e-4
+    assert round_learning_rate(1e-4, 2) == pytest.approx(0.5e-4)
+    assert round_learning_rate(1e-4, 5) == pytest.approx(1e-4 / 2 ** 2.5)
+    with pytest.raises(ValueError):
+        round_learning_rate(1e-4, -1)
+
+
+def test_parameter_groups_on_mlslnet():
+    ctx = [mx.cpu()]
+    net = mlsl_net(ctx)
+    trainer = build_trainer(net, ctx, lr=1e-3)
+    names = [p.name for p in trainer._params]
+    assert not any("running_" in n for n in names), "BN running statistics must not be trained"
+    assert any(n.endswith("_beta") for n in names) and any(n.endswith("_gamma") for n in names)
+    assert any(n.endswith("_bias") for n in names)
+    for index, param in enumerate(trainer._params):
+        double = param.name.endswith(("_bias", "_beta"))
+        assert is_double_lr_parameter(param.name) == double
+        assert param.lr_mult == (2.0 if double else 1.0), param.name
+        assert param.wd_mult == (0.0 if double else 1.0), param.name
+        # The same multipliers by index, which survive pickling to a parameter server.
+        assert trainer._optimizer.lr_mult[index] == param.lr_mult
+        assert trainer._optimizer.wd_mult[index] == param.wd_mult
+    assert num_workers(trainer) == 1
+    set_learning_rate(trainer, 5e-4)
+    assert trainer.learning_rate == 5e-4
+
+
+def test_first_update_follows_sgd_with_lr_and_wd_groups():
+    ctx = [mx.cpu()]
+    net = stand_in(ctx)
+    lr, wd = 0.05, 0.01
+    trainer = build_trainer(net, ctx, lr=lr, wd=wd)
+    (images, label8, weak), = make_batches(1, 3)
+    before = params_numpy(net)
+    # Reference gradient of the batch-mean Eq. 6 loss, computed independently.
+    with autograd.record():
+        seg, cls = net(mx.nd.array(images))
+        loss = (segmentation_cross_entropy(mx.nd, seg, mx.nd.array(label8))
+                + 0.025 * classification_bce(mx.nd, cls, mx.nd.array(weak))).mean()
+    loss.backward()
+    grads = {short(n): p.grad().asnumpy().copy()
+             for n, p in net.collect_params().items() if p.grad_req != "null"}
+    stats = train_epoch(net, trainer, [(images, label8, weak)], ctx, use_cls=True, progress=False)
+    assert stats["total"] == pytest.approx(loss.asscalar(), rel=1e-5)
+    after = params_numpy(net)
+    for name, grad in grads.items():
+        double = name.endswith(("_bias", "_beta"))
+        step = lr * (2.0 if double else 1.0) * (grad + (0.0 if double else wd) * before[name])
+        np.testing.assert_allclose(after[name], before[name] - step, rtol=1e-4, atol=1e-7, err_msg=name)
+    for frozen in (net.bn.running_mean, net.bn.running_var):
+        np.testing.assert_array_equal(after[short(frozen.name)], before[short(frozen.name)])
+
+
+def test_eq6_weighting_and_released_cls_scale():
+    ctx = [mx.cpu()]
+    batches = make_batches(2, 2)
+    net = stand_in(ctx)
+    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, use_cls=True, progress=False)
+    assert stats["total"] == pytest.approx(stats["seg"] + 0.025 * stats["cls"], rel=1e-6)
+    assert stats["iterations"] == 2 and stats["images"] == 4
+    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, use_cls=True,
+                        cls_loss_scale=0.04, progress=False)
+    assert stats["total"] == pytest.approx(stats["seg"] + 0.04 * stats["cls"], rel=1e-6)
+    plain = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, progress=False)
+    assert set(plain) >= {"seg", "total"} and "cls" not in plain
+    assert plain["total"] == pytest.approx(stats["seg"], rel=1e-6)
+
+
+def test_unused_classifier_is_not_updated_and_use_cls_needs_weak_labels():
+    ctx = [mx.cpu()]
+    net = mlsl_net(ctx)
+    before = params_numpy(net)
+    train_epoch(net, build_trainer(net, ctx, lr=0.1), make_batches(1, 2), ctx, progress=False)
+    after = params_numpy(net)
+    cls_names = [n for n in before if n.startswith("cls_")]
+    assert cls_names
+    for name in cls_names:
+        np.testing.assert_array_equal(after[name], before[name])
+    seg_weight = next(n for n in before if n.endswith("seg_conv6a_weight"))
+    assert not np.array_equal(after[seg_weight], before[seg_weight])
+    images, label8, _ = make_batches(1, 2)[0]
+    with pytest.raises(ValueError, match="weak labels"):
+        train_epoch(net, build_trainer(net, ctx, lr=0.1), [(images, label8, None)], ctx,
+                    use_cls=True, progress=False)
+
+
+def test_non_finite_loss_raises_before_the_update():
+    ctx = [mx.cpu()]
+    net = stand_in(ctx)
+    trainer = build_trainer(net, ctx, lr=0.1)
+    batches = make_batches(3, 2)
+    batches[1][0][0, 0, 0, 0] = np.nan
+    seen = []
+    with pytest.raises(NonFiniteLossError, match="global iteration 11") as info:
+        train_epoch(net, trainer, batches, ctx, use_cls=True, start_iteration=10, progress=False,
+                    on_iteration=lambda it, losses: seen.append((it, params_numpy(net))))
+    assert info.value.iteration == 11 and info.value.loss_name == "seg"
+    assert [it for it, _ in seen] == [10]
+    assert_params_close(params_numpy(net), seen[0][1], rtol=0, atol=0)
+
+
+def run_epochs(net, ctx, batches, *, kvstore="device", epochs=1, hybridize=False, seed=None):
+    trainer = build_trainer(net, ctx, lr=0.01, kvstore=kvstore)
+    if hybridize:
+        net.hybridize()
+    for _ in range(epochs):
+        train_epoch(net, trainer, batches, ctx, use_cls=True, progress=False, seed=seed)
+    return params_numpy(net)
+
+
+def test_two_cpu_contexts_give_the_same_update_as_one():
+    batches = make_batches(3, 4, seed=5)
+    one = run_epochs(stand_in([mx.cpu(0)]), [mx.cpu(0)], batches)
+    two_ctx = [mx.cpu(0), mx.cpu(1)]
+    two = run_epochs(stand_in(two_ctx), two_ctx, batches)
+    initial = params_numpy(stand_in([mx.cpu(0)]))
+    assert any(not np.allclose(one[n], initial[n]) for n in one), "training must move the parameters"
+    assert_params_close(two, one, rtol=1e-5, atol=1e-6)
+
+
+def test_mlslnet_training_is_deterministic_and_hybridizable():
+    ctx = [mx.cpu()]
+    batches = make_batches(2, 2, seed=7)
+    first = run_epochs(mlsl_net(ctx), ctx, batches, seed=3)
+    again = run_epochs(mlsl_net(ctx), ctx, batches, seed=3)
+    assert_params_close(again, first, rtol=0, atol=0)
+    hybrid = run_epochs(mlsl_net(ctx), ctx, batches, seed=3, hybridize=True)
+    assert_params_close(hybrid, first, rtol=1e-4, atol=1e-6)
+    for name, value in hybrid.items():
+        assert np.isfinite(value).all(), name
+
+
+def test_checkpoint_round_trip_gives_identical_next_update(tmp_path):
+    ctx = [mx.cpu()]
+    batches = make_batches(4, 2, seed=9)
+    reference = mlsl_net(ctx)
+    ref_trainer = build_trainer(reference, ctx, lr=0.01)
+    train_epoch(reference, ref_trainer, batches, ctx, use_cls=True, progress=False, seed=1)
+
+    net = mlsl_net(ctx)
+    trainer = build_trainer(net, ctx, lr=0.01)
+    train_epoch(net, trainer, batches[:2], ctx, use_cls=True, progress=False, seed=1)
+    path = tmp_path / "round0.ckpt"
+    state = {"round": 0, "iteration": 2, "rng": [1, 2, 3]}
+    save_checkpoint(path, net, trainer, state)
+    assert os.listdir(tmp_path) == ["round0.ckpt"], "no temporary files may remain"
+
+    resumed = mlsl_net(ctx, seed=123)  # different initial values, overwritten by the load
+    resumed_trainer = build_trainer(resumed, ctx, lr=0.5)
+    assert load_checkpoint(path, resumed, resumed_trainer) == state
+    assert_params_close(params_numpy(resumed), params_numpy(net), rtol=0, atol=0)
+    assert resumed_trainer.learning_rate == pytest.approx(0.01)
+    train_epoch(resumed, resumed_trainer, batches[2:], ctx, use_cls=True, start_iteration=2,
+                progress=False, seed=1)
+    assert_params_close(params_numpy(resumed), params_numpy(reference), rtol=1e-5, atol=0)
+
+
+def test_checkpoint_rejects_truncated_and_corrupt_files(tmp_path):
+    ctx = [mx.cpu()]
+    net = stand_in(ctx)
+    trainer = build_trainer(net, ctx, lr=0.01)
+    train_epoch(net, trainer, make_batches(1, 2), ctx, progress=False)
+    path = tmp_path / "good.ckpt"
+    save_checkpoint(path, net, trainer, {"iteration": 1})
+    blob = path.read_bytes()
+    for name, data in [("truncated.ckpt", blob[: len(blob) - 10]), ("headless.ckpt", blob[:12]),
+                       ("flipped.ckpt", blob[:-5] + bytes([blob[-5] ^ 0xFF]) + blob[-4:]),
+                       ("other.ckpt", b"not a checkpoint at all")]:
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        before = params_numpy(net)
+        with pytest.raises(CheckpointError, match=name):
+            load_checkpoint(bad, net, trainer)
+        assert_params_close(params_numpy(net), before, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="missing.ckpt"):
+        load_checkpoint(tmp_path / "missing.ckpt", net)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(path, mlsl_net(ctx))
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    ctx = [mx.cpu()]
+    net = stand_in(ctx)
+    trainer = build_trainer(net, ctx, lr=0.01)
+    path = tmp_path / "last.ckpt"
+    save_checkpoint(path, net, trainer, {"iteration": 0})
+    good = path.read_bytes()
+    with pytest.raises(TypeError, match="JSON"):
+        save_checkpoint(path, net, trainer, {"iteration": object()})
+
+    def crash(src, dst):
+        raise OSError("simulated crash before the rename")
+
+    train_epoch(net, trainer, make_batches(1, 2), ctx, progress=False)
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(path, net, trainer, {"iteration": 1})
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+    assert load_checkpoint(path, net, trainer) == {"iteration": 0}
+
+
+def test_checkpoint_without_trainer_states_loads_parameters(tmp_path):
+    ctx = [mx.cpu()]
+    net = stand_in(ctx)
+    path = tmp_path / "params_only.ckpt"
+    save_checkpoint(path, net, None, {"note": "no trainer"})
+    other = stand_in(ctx, seed=4)
+    assert load_checkpoint(path, other, build_trainer(other, ctx, lr=0.1)) == {"note": "no trainer"}
+    assert_params_close(params_numpy(other), params_numpy(net), rtol=0, atol=0)
+    assert math.isfinite(other.bn.running_var.data().asnumpy().sum())
