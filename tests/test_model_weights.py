@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mlsl_gluon.model import MLSLNet, init_params, load_ademxapp_params, load_weights, save_weights
+from mlsl_gluon.model import (
+    MLSLNet,
+    ResNet38,
+    init_params,
+    load_ademxapp_params,
+    load_weights,
+    save_weights,
+)
 from mlsl_gluon.model.weights import ademxapp_param_map
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +144,10 @@ def test_imagenet_file_needs_allow_missing_and_skips_its_classifier(tmp_path, ca
     assert "linear1000" in caplog.text and "conv6a_weight" in caplog.text
     np.testing.assert_array_equal(_value(net, "trunk.bn7.gamma"), values["arg:bn7_gamma"])
     np.testing.assert_array_equal(_value(net, "seg_head.conv6a.weight"), before["seg_head.conv6a.weight"])
+    trunk = ResNet38(width=WIDTH)  # the bare trunk takes the ImageNet file strictly
+    init_params(trunk)
+    assert load_ademxapp_params(trunk, path)["missing"] == []
+    np.testing.assert_array_equal(trunk.conv1a.weight.data().asnumpy(), values["arg:conv1a_weight"])
 
 
 def _corrupt(shapes, kind):
