@@ -200,6 +200,11 @@ def test_unreadable_or_absent_file_and_uninitialised_net(tmp_path):
     write_params(path, ademxapp_shapes(WIDTH, 19))
     with pytest.raises(RuntimeError, match="init_params"):
         load_ademxapp_params(MLSLNet(19, width=WIDTH), path)
+    with pytest.raises(ValueError, match="ok.params.*load_ademxapp_params"):
+        load_weights(net, path)
+    ours = save_weights(net, tmp_path / "ours.params")
+    with pytest.raises(ValueError, match="ours.params.*load_weights"):
+        load_ademxapp_params(net, ours)
 
 
 def test_checkpoint_round_trip(tmp_path):

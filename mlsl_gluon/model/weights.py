@@ -145,6 +145,9 @@ def load_ademxapp_params(net, path, allow_missing=False):
         the network is unchanged.
     """
     path, loaded = _read_param_dict(path)
+    if loaded and not any(k.startswith(("arg:", "aux:")) for k in loaded):
+        raise ValueError("{}: no 'arg:'/'aux:' keys, so not an ademxapp/CBST file (a save_weights "
+                         "checkpoint? read those with load_weights)".format(path))
     expected = ademxapp_param_map(net)
     _check_initialized(path, expected)
     ignored = sorted(k for k in loaded if IMAGENET_CLASSIFIER.match(k))
@@ -202,6 +205,10 @@ def load_weights(net, path, ctx=None, allow_missing=False):
         is unchanged.
     """
     path, loaded = _read_param_dict(path)
+    if loaded and all(k.startswith(("arg:", "aux:")) for k in loaded):
+        raise ValueError("{}: 'arg:'/'aux:' keys, so an ademxapp/CBST or exported symbol file, not "
+                         "a save_weights checkpoint (read ademxapp files with "
+                         "load_ademxapp_params)".format(path))
     expected = net._collect_params_with_prefix()
     missing = _validate(path, loaded, expected, allow_missing, set(), _describe(net))
     for key, param in expected.items():
