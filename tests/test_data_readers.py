@@ -97,6 +97,11 @@ def test_cityscapes_real_without_gtfine(real_samples, tmp_path):
     assert label is None and name == CS_FRAME and image.shape == (1024, 2048, 3)
     with pytest.raises(DatasetError, match="gtFine"):
         Cityscapes(root, with_labels=True)
+    # a list file that names the labels turns them on without gtFine/ in the root
+    lst = tmp_path / "pairs.lst"
+    lst.write_text("leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png\t"
+                   f"{real_samples}/cityscapes/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png\n")
+    assert Cityscapes(root, list_file=lst)[0][1].shape == (1024, 2048)
     # labels present but not wanted
     assert Cityscapes(real_samples / "cityscapes", with_labels=False)[0][1] is None
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from . import classes
 from .base import SegmentationDataset
-from .common import DatasetError, map_ids, read_label_ids
+from .common import DatasetError, map_ids, read_label_ids, read_list_file
 
 # A list file may point at the train-id images that cityscapesscripts generates from the polygons
 # (CBST's lists do); those already hold 19-class train ids.
@@ -29,8 +29,9 @@ class Cityscapes(SegmentationDataset):
         CBST-style list, e.g. the 505-image subset of train; one image per line, optionally with
         its label (``*_labelIds.png`` or ``*_labelTrainIds.png``).
     with_labels : bool or None
-        None: read labels when ``gtFine/<split>`` exists (the adaptation target set usually has
-        none); True: labels required; False: never read labels (item label is None).
+        None: read labels when ``gtFine/<split>`` exists or every list-file line names a label
+        (the adaptation target set usually has none); True: labels required; False: never read
+        labels (item label is None).
 
     Examples
     --------
@@ -52,7 +53,8 @@ class Cityscapes(SegmentationDataset):
                        f"labels, ROOT/gtFine/{split}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png")
         label_dir = self._label_dir(root)
         if with_labels is None:
-            with_labels = label_dir.is_dir()
+            with_labels = label_dir.is_dir() or (
+                list_file is not None and all(label for _, _, label in read_list_file(list_file)))
         elif with_labels and not label_dir.is_dir():
             raise DatasetError(f"labels requested but {label_dir} does not exist; expected layout: "
                                f"{self.layout}")
