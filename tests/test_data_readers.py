@@ -198,6 +198,16 @@ def test_gta5_odd_size_frame_is_resized_with_note(tmp_path, caplog):
     assert "00001" in caplog.text and "1900x1046" in caplog.text and "957x526" in caplog.text
 
 
+def test_gta5_format_at_own_size(tmp_path):
+    """frame_size=None keeps small GTA5-format frames (the demo data) at their size."""
+    root = make_gta5(tmp_path / "gta5", count=2, size=(64, 40))
+    save_palette_label(root / "labels" / "00002.png", gta5_label_ids(20, 32))
+    ds = GTA5(root, frame_size=None)
+    assert ds[0][0].shape == (40, 64, 3) and ds[0][1].shape == (40, 64)
+    assert ds[1][1].shape == (40, 64)
+    np.testing.assert_array_equal(ds[0][1], classes.LABEL_ID_TO_TRAIN_ID[gta5_label_ids(40, 64)])
+
+
 def test_truncated_png_names_file(tmp_path):
     root = make_gta5(tmp_path / "gta5", count=2)
     truncate(root / "images" / "00001.png")

@@ -6,7 +6,8 @@ from ..data import prepare as prep
 _DATASET = click.option("--dataset", type=click.Choice(prep.DATASETS), required=True,
                         help="Dataset whose original folder layout ROOT holds.")
 _ROOT = click.option("--root", type=click.Path(file_okay=False), required=True, help="Dataset root folder.")
-_SPLIT = click.option("--split", default="train", show_default=True, help="Cityscapes split (train, val).")
+_SPLIT = click.option("--split", type=click.Choice(["train", "val", "test"]), default="train",
+                      show_default=True, help="Cityscapes split.")
 
 
 @click.group()

@@ -12,7 +12,8 @@ class GTA5(SegmentationDataset):
 
     Labels are palette PNGs whose indices are Cityscapes label ids; the indices are read and
     mapped with ``classes.LABEL_ID_TO_TRAIN_ID`` (the palette is never used). A frame whose image
-    or label is not 1914x1052 is resized to it (image bilinear, label nearest) with a logged note.
+    or label is not 1914x1052 is resized to it (image bilinear, label nearest) with a logged
+    warning, never an error.
 
     Parameters
     ----------
@@ -20,6 +21,10 @@ class GTA5(SegmentationDataset):
         Folder holding ``images/NNNNN.png`` and ``labels/NNNNN.png``.
     list_file : str or os.PathLike, optional
         CBST-style list (e.g. ``images/00001.png<TAB>labels/00001.png`` per line).
+    frame_size : tuple of int or None
+        (width, height) every frame is brought to; default the GTA5 size 1914x1052. None keeps
+        each frame's own size (for data written in the GTA5 format at another size, e.g. the
+        demo); a label whose size differs from its image is then resized to the image.
 
     Examples
     --------
@@ -31,7 +36,8 @@ class GTA5(SegmentationDataset):
     layout = "ROOT/images/NNNNN.png (RGB frames) and ROOT/labels/NNNNN.png (palette PNG, indices = label ids)"
     num_classes = 19
 
-    def __init__(self, root, list_file=None):
+    def __init__(self, root, list_file=None, frame_size=GTA5_SIZE):
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         super().__init__(root, list_file=list_file, with_labels=True)
 
     def _image_dir(self):
@@ -44,4 +50,5 @@ class GTA5(SegmentationDataset):
         return map_ids(read_label_ids(path), classes.LABEL_ID_TO_TRAIN_ID)
 
     def _fit_sizes(self, image, label, files):
-        return resize_pair(image, label, GTA5_SIZE, source=f"GTA5 frame {files.name}")
+        size = self.frame_size or (image.shape[1], image.shape[0])
+        return resize_pair(image, label, size, source=f"GTA5 frame {files.name}")
