@@ -66,6 +66,8 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     variance) are not given to the trainer, so they stay frozen. Updates always run on the
     workers (``update_on_kvstore=False``): the kvstore only sums gradients, so the learning
     rate can change between rounds and optimiser states can be saved, also with ``dist_sync``.
+    With a ``dist_*`` kvstore every worker must call this (it waits for all of them) and ends
+    with rank 0's parameter values.
 
     Parameters
     ----------
@@ -106,7 +108,14 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     optimizer.set_wd_mult(wd_mult)
     distributed = isinstance(kvstore, str) and kvstore.startswith("dist")
     store = mx.kv.create(kvstore) if distributed else kvstore
-    return gluon.Trainer(params, optimizer, kvstore=store, update_on_kvstore=False)
+    trainer = gluon.Trainer(params, optimizer, kvstore=store, update_on_kvstore=False)
+    if isinstance(store, mx.kvstore.KVStore) and "dist" in store.type:
+        # Gluon would create the kvstore (and broadcast rank 0's weights) only at the first
+        # step, after the first backward: each worker's first gradient would then come from
+        # its own initial weights. Broadcast now, while all workers wait in build_trainer.
+        trainer._init_kvstore()
+        trainer._init_params()
+    return trainer
 
 
 def round_learning_rate(base_lr, round_idx):
