@@ -1,12 +1,16 @@
 """HDF5 cache of per-image probability volumes for one pseudo-label round.
 
 CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selection only
-ever needs, per pixel, the max probability and argmax (thresholds) and the classes that can win
-argmax_c p_c / k_c, so an entry keeps the T most probable classes per pixel (default 2) at full
-resolution: class ids as uint8 and probabilities quantised to the 16-bit grid of the threshold
-histograms (code = floor(p * 65536)), gzip-compressed in chunks. Because thresholds are bin
-edges of that same grid, p >= k_c holds for a cached pixel exactly when it holds at full
-precision; only the cross-class ratio comparison sees the quantisation (error < 1.5e-5).
+needs, per pixel, the classes that can win argmax_c p_c / k_c with their probabilities, so an
+entry keeps the T most probable classes per pixel (default 1: the argmax) at full resolution:
+class ids as uint8 and probabilities as codes of the threshold grid of
+:mod:`.selection` (``quantise_probability`` with ``shift``, default 2). As thresholds are grid
+points, p >= k_c holds for a cached pixel exactly when it holds at full precision; with T = 1 a
+pixel whose second class would have won the ratio comparison (p_2 / k_2 > p_1 / k_1) is lost.
+
+Codes of neighbouring pixels are close, so they are stored as 2-D differences
+(c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
+HDF5 byte shuffling and gzip in chunks.
 
 Entries are written data first, flushed, then marked with a ``complete`` attribute and a
 CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
@@ -24,7 +28,7 @@ import zlib
 import h5py
 import numpy as np
 
-from .selection import DEFAULT_BINS, IGNORE_LABEL, probability_bins
+from .selection import IGNORE_LABEL, class_argmax, quantise_probability
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +66,8 @@ def npz_bytes(**arrays):
     return buf.getvalue()
 
 
-def encode_top_classes(prob_map, top=2, valid=None, bins=DEFAULT_BINS):
-    """Keep the ``top`` most probable classes per pixel, probabilities on the 16-bit grid.
+def encode_top_classes(prob_map, top=1, valid=None, shift=2):
+    """Keep the ``top`` most probable classes per pixel with their quantised probabilities.
 
     Parameters
     ----------
@@ -72,38 +76,45 @@ def encode_top_classes(prob_map, top=2, valid=None, bins=DEFAULT_BINS):
     top : int
         T, classes kept per pixel.
     valid : ndarray, optional
-        (H, W) bool; invalid pixels get class 255 and probability 0.
+        (H, W) bool; invalid pixels get class 255 and code 0 (probability 0).
+    shift : int
+        Grid coarsening of :func:`quantise_probability`.
 
     Returns
     -------
     top_class : ndarray
         (T, H, W) uint8, most probable first.
     top_code : ndarray
-        (T, H, W) uint16 floor(p * bins).
+        (T, H, W) uint16 codes (:func:`dequantise_probability` gives the probabilities).
     """
-    if bins > 65536:
-        raise ValueError("the cache stores 16-bit codes: bins must be <= 65536")
-    work = np.array(prob_map, dtype=np.float32, copy=True)
-    top_class = np.empty((top,) + work.shape[1:], dtype=np.uint8)
-    top_code = np.empty((top,) + work.shape[1:], dtype=np.uint16)
-    rows = np.arange(work.shape[1])[:, None]
-    cols = np.arange(work.shape[2])[None, :]
-    for t in range(top):
-        # Repeated argmax + mask is much cheaper than argsort over C for small T.
-        best = work.argmax(axis=0)
-        prob = work[best, rows, cols]
-        top_class[t] = best
-        top_code[t] = probability_bins(prob, bins)
-        work[best, rows, cols] = -1.0
+    prob_map = np.asarray(prob_map, dtype=np.float32)
+    order = class_argmax(prob_map)[0][None] if top == 1 else \
+        np.argpartition(-prob_map, top - 1, axis=0)[:top]
+    top_prob = np.take_along_axis(prob_map, order, axis=0)
+    if top > 1:  # argpartition leaves the first T unordered
+        rank = np.argsort(-top_prob, axis=0, kind="stable")
+        order = np.take_along_axis(order, rank, axis=0)
+        top_prob = np.take_along_axis(top_prob, rank, axis=0)
+    top_class = order.astype(np.uint8)
+    top_code = quantise_probability(top_prob, shift)
     if valid is not None:
         top_class[:, ~valid] = IGNORE_LABEL
         top_code[:, ~valid] = 0
     return top_class, top_code
 
 
-def decode_probabilities(top_code, bins=DEFAULT_BINS):
-    """Codes -> float32 probabilities (the lower edge of each code's bin)."""
-    return top_code.astype(np.float32) / np.float32(bins)
+def _to_differences(code):
+    # (T, H, W) uint16 -> zigzag-mapped 2-D differences modulo 2^16 (exactly invertible).
+    c = code.astype(np.int32)
+    dx = np.diff(c, axis=2, prepend=0)
+    d = np.diff(dx, axis=1, prepend=0).astype(np.int16)  # wraps modulo 2^16
+    return ((d << 1) ^ (d >> 15)).view(np.uint16)
+
+
+def _from_differences(zig):
+    z = np.asarray(zig, dtype=np.uint16)
+    d = (z >> 1) ^ (np.uint16(0) - (z & 1))
+    return np.cumsum(np.cumsum(d, axis=1, dtype=np.uint16), axis=2, dtype=np.uint16)
 
 
 def _entry_key(name):
@@ -216,7 +227,7 @@ class ProbabilityCache:
         chunks = (1,) + tuple(min(s, 256) for s in top_class.shape[1:])
         options = dict(chunks=chunks, compression="gzip", compression_opts=1, shuffle=True)
         group.create_dataset("top_class", data=top_class, **options)
-        group.create_dataset("top_code", data=top_code, **options)
+        group.create_dataset("top_code_diff", data=_to_differences(top_code), **options)
         group.attrs["name"] = name
         group.attrs["uncovered"] = int(uncovered)
         group.attrs["crc32"] = _crc(top_class, top_code)
@@ -243,7 +254,7 @@ class ProbabilityCache:
                              "rerun the pass to recompute it")
         try:
             top_class = group["top_class"][()]
-            top_code = group["top_code"][()]
+            top_code = _from_differences(group["top_code_diff"][()])
         except (OSError, KeyError) as err:
             raise CacheError(f"{self.path}: entry {name!r} is unreadable ({err})") from err
         if _crc(top_class, top_code) != int(group.attrs["crc32"]):

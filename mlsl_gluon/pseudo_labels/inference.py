@@ -13,6 +13,7 @@ import mxnet as mx
 import numpy as np
 
 from ..data.transforms import normalize
+from .selection import class_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def accumulate_patches(prob_sum, count, patch_probs, corners, aggregation="proba
     num_classes, ph, pw = patch_probs.shape[1:]
     for prob, (y, x) in zip(patch_probs, corners):
         if aggregation == "vote":
-            prob = np.eye(num_classes, dtype=np.float32)[prob.argmax(axis=0)].transpose(2, 0, 1)
+            prob = np.eye(num_classes, dtype=np.float32)[class_argmax(prob)[0]].transpose(2, 0, 1)
         prob_sum[:, y:y + ph, x:x + pw] += prob
         count[y:y + ph, x:x + pw] += 1.0
 

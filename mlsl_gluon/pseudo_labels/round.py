@@ -25,11 +25,16 @@ from .cache import (
     ProbabilityCache,
     atomic_write_bytes,
     atomic_write_json,
-    decode_probabilities,
     encode_top_classes,
 )
 from .inference import patch_seed, single_inference, sisc_inference
-from .selection import IGNORE_LABEL, ThresholdAccumulator, apply_spatial_prior, select_from_top_classes
+from .selection import (
+    IGNORE_LABEL,
+    ThresholdAccumulator,
+    apply_spatial_prior,
+    dequantise_probability,
+    select_from_top_classes,
+)
 from .weak_labels import pseudo_weak_labels
 
 logger = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ def _names_of(dataset):
 
 
 def round_settings(*, round_idx, method, K, patch_size, seed, flip, include_si, aggregation,
-                   longer_side, num_classes, prior, checkpoint_digest, top_classes):
+                   longer_side, num_classes, prior, checkpoint_digest, top_classes, code_shift):
     """The cache metadata: everything the cached volumes depend on (not the portion)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -61,6 +66,7 @@ def round_settings(*, round_idx, method, K, patch_size, seed, flip, include_si, 
         "aggregation": aggregation if sisc else "probability", "flip": bool(flip),
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
         "num_classes": int(num_classes), "prior_digest": prior_digest, "top_classes": int(top_classes),
+        "code_shift": int(code_shift),
     }
 
 
@@ -68,7 +74,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                            patch_size=512, seed=0, flip=True, include_si=True, aggregation="probability",
                            batch_size=4, longer_side=None, prior=None, class_mean_sizes=None, eta=0.05,
                            cache_path=None, checkpoint_digest="", shard=(0, 1), regenerate=False,
-                           top_classes=2, save_colour=False):
+                           top_classes=1, code_shift=2, save_colour=False):
     """Pseudo-labels of one round for a target dataset (or one shard of it).
 
     Parameters
@@ -107,7 +113,9 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
     regenerate : bool
         Recreate a cache whose settings differ instead of refusing it.
     top_classes : int
-        Classes per pixel kept in the cache.
+        Classes per pixel kept in the cache (see :mod:`.cache`).
+    code_shift : int
+        Coarsening of the probability grid of cache and thresholds (see :mod:`.selection`).
     save_colour : bool
         Also write colour visualisations to ``out_dir/colour/<name>.png``.
 
@@ -124,7 +132,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
         round_idx=round_idx, method=method, K=K, patch_size=patch_size, seed=seed, flip=flip,
         include_si=include_si, aggregation=aggregation, longer_side=longer_side,
         num_classes=num_classes, prior=prior, checkpoint_digest=checkpoint_digest,
-        top_classes=top_classes)
+        top_classes=top_classes, code_shift=code_shift)
     settings["shard"] = f"{shard_i}/{shard_n}"
     if cache_path is None:
         cache_path = os.path.join(out_dir, "cache", f"round{round_idx}.h5")
@@ -135,7 +143,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
 
     names = _names_of(dataset)
     indices = list(range(shard_i, len(dataset), shard_n))
-    accumulator = ThresholdAccumulator(num_classes)
+    accumulator = ThresholdAccumulator(num_classes, code_shift)
     skipped = 0
     start = time.time()
     with ProbabilityCache(cache_path, settings, regenerate=regenerate) as cache:
@@ -156,12 +164,11 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
-                top_class, top_code = encode_top_classes(prob, top_classes, valid=covered)
+                top_class, top_code = encode_top_classes(prob, top_classes, valid=covered, shift=code_shift)
                 cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
-            accumulator.update_top1(top_class[0], decode_probabilities(top_code[0]),
-                                    valid=top_class[0] != IGNORE_LABEL)
+            accumulator.update_codes(top_class[0], top_code[0], valid=top_class[0] != IGNORE_LABEL)
     if skipped:
         logger.info("%s: %d of %d images were already cached", cache_path, skipped, len(indices))
 
@@ -245,7 +252,8 @@ def combine_pseudo_label_round(out_dir, *, round_idx, portion, num_shards, class
             with ProbabilityCache(manifest["cache_path"], manifest["settings"], mode="r") as cache:
                 for name in manifest["names"]:
                     top_class, top_code, n_uncovered = cache.read(name)
-                    label = select_from_top_classes(top_class, decode_probabilities(top_code), thresholds)
+                    top_prob = dequantise_probability(top_code, accumulator.shift)
+                    label = select_from_top_classes(top_class, top_prob, thresholds)
                     _write_png(os.path.join(out_dir, "labels", name + ".png"), label)
                     if colours is not None:
                         rgb = np.zeros(label.shape + (3,), dtype=np.uint8)
