@@ -81,6 +81,7 @@ def test_cityscapes_real_16_classes(real_samples):
     label16 = ds16[0][1]
     assert ds16.num_classes == 16
     assert set(np.unique(label16)) <= set(range(16)) | {255}
+    np.testing.assert_array_equal(ds16.read_label(0), label16)
     np.testing.assert_array_equal(label16, classes.TRAIN19_TO_TRAIN16[label19])
     assert np.all(label16[label19 == 9] == 255)  # terrain is not one of the 16 classes
     assert np.all(label16[label19 == 0] == 0)  # road stays road
@@ -95,6 +96,7 @@ def test_cityscapes_real_without_gtfine(real_samples, tmp_path):
     assert not ds.with_labels
     image, label, name = ds[0]
     assert label is None and name == CS_FRAME and image.shape == (1024, 2048, 3)
+    assert ds.read_label(0) is None
     with pytest.raises(DatasetError, match="gtFine"):
         Cityscapes(root, with_labels=True)
     # a list file that names the labels turns them on without gtFine/ in the root
@@ -195,6 +197,7 @@ def test_gta5_odd_size_frame_is_resized_with_note(tmp_path, caplog):
             assert image.shape == (1052, 1914, 3) and label.shape == (1052, 1914)
             # nearest: no new label values appear
             assert set(np.unique(label)) == {0, 2, 10, 255}
+            np.testing.assert_array_equal(ds.read_label(idx), label)
     assert "00001" in caplog.text and "1900x1046" in caplog.text and "957x526" in caplog.text
 
 
@@ -204,7 +207,7 @@ def test_gta5_format_at_own_size(tmp_path):
     save_palette_label(root / "labels" / "00002.png", gta5_label_ids(20, 32))
     ds = GTA5(root, frame_size=None)
     assert ds[0][0].shape == (40, 64, 3) and ds[0][1].shape == (40, 64)
-    assert ds[1][1].shape == (40, 64)
+    assert ds[1][1].shape == (40, 64) and ds.read_label(1).shape == (40, 64)
     np.testing.assert_array_equal(ds[0][1], classes.LABEL_ID_TO_TRAIN_ID[gta5_label_ids(40, 64)])
 
 

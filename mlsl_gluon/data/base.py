@@ -135,6 +135,18 @@ class SegmentationDataset(Dataset):
         image, label = self._fit_sizes(image, label, files)
         return image, label, files.name
 
+    def read_label(self, idx):
+        """Label of item ``idx`` (uint8 (H, W) train ids, as in ``self[idx][1]``) without decoding
+        the image, or None for an unlabelled set. For passes over labels only (e.g. Eq. 4)."""
+        files = self.items[idx]
+        if files.label is None:
+            return None
+        return self._fit_label(self._read_label(files.label), files)
+
+    def _fit_label(self, label, files):
+        """The label as ``__getitem__`` would return it; GTA5 overrides this to resize."""
+        return label
+
     @property
     def names(self):
         """Sample names in item order."""

@@ -159,13 +159,15 @@ def map_ids(raw_ids, lut):
 def resize_pair(image, label, size, source=""):
     """Resize image (bilinear) and label (nearest) to ``size`` = (width, height) where they differ.
 
+    Either may be None (then returned as None).
+
     Returns
     -------
     tuple
         ``(image, label)``; arrays already at ``size`` are returned unchanged.
     """
     width, height = size
-    if image.shape[:2] != (height, width):
+    if image is not None and image.shape[:2] != (height, width):
         logger.warning("%s: image is %dx%d, resizing (bilinear) to %dx%d", source,
                        image.shape[1], image.shape[0], width, height)
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -1,7 +1,7 @@
 """GTA5 ("Playing for Data", Richter et al. 2016) reader: the source set of GTA5 -> Cityscapes."""
 from . import classes
 from .base import SegmentationDataset
-from .common import map_ids, read_label_ids, resize_pair
+from .common import map_ids, png_header, read_label_ids, resize_pair
 
 # (width, height) of almost every GTA5 frame; the few others are resized to it (SPEC section 2).
 GTA5_SIZE = (1914, 1052)
@@ -48,6 +48,11 @@ class GTA5(SegmentationDataset):
 
     def _read_label(self, path):
         return map_ids(read_label_ids(path), classes.LABEL_ID_TO_TRAIN_ID)
+
+    def _fit_label(self, label, files):
+        # Only the image header is read: the label's target size without decoding the image.
+        size = self.frame_size or png_header(files.image)[:2]
+        return resize_pair(None, label, size, source=f"GTA5 frame {files.name}")[1]
 
     def _fit_sizes(self, image, label, files):
         size = self.frame_size or (image.shape[1], image.shape[0])
