@@ -184,10 +184,12 @@ def test_cityscapes_image_without_label(tmp_path):
 
 
 def test_gta5_odd_size_frame_is_resized_with_note(tmp_path, caplog):
-    root = make_gta5(tmp_path / "gta5", count=2, size=(1914, 1052))
-    # frame 1: both image and label at another size; frame 2: only the label differs
-    save_rgb(root / "images" / "00001.png", random_rgb(1046, 1900))
+    root = tmp_path / "gta5"
+    # frame 1: both image and label at another size; frame 2: only the label differs.
+    # Flat images: random pixels would make these large PNGs slow to write.
+    save_rgb(root / "images" / "00001.png", np.full((1046, 1900, 3), 90, np.uint8))
     save_palette_label(root / "labels" / "00001.png", gta5_label_ids(1046, 1900))
+    save_rgb(root / "images" / "00002.png", np.full((1052, 1914, 3), 90, np.uint8))
     save_palette_label(root / "labels" / "00002.png", gta5_label_ids(526, 957))
     ds = GTA5(root)
     with caplog.at_level(logging.WARNING, logger="mlsl_gluon.data"):
