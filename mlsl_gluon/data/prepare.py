@@ -126,7 +126,8 @@ def check_dataset(dataset, root, split="train", decode=False, progress=True):
     split : str
         Cityscapes split (ignored for the others).
     decode : bool
-        Also read every pair through the dataset reader (slow: decodes every pixel).
+        Also read every pair through the dataset reader (slow: decodes every pixel); done only
+        when the header pass found no problem, since the reader stops at the first one.
     progress : bool
         Show a progress bar.
 
