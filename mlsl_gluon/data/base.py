@@ -24,7 +24,8 @@ class SegmentationDataset(Dataset):
 
     Item i is ``(image uint8 (H, W, 3) RGB, label uint8 (H, W) train ids or None, name)``.
     Subclasses define ``image_suffix``, ``layout`` (shown in errors), ``_image_dir()``,
-    ``_default_label_path(name)`` and ``_read_label(path)``, and may override ``_fit_sizes``.
+    ``_default_label_path(name)`` and ``_read_label(path)``, and may override ``_fit_sizes`` and
+    ``_fit_label``.
 
     Parameters
     ----------
