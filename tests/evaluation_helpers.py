@@ -1,5 +1,6 @@
 """Fixtures shared by the evaluation / predict / export tests: a tiny Cityscapes tree in the real
 layout, and reduced-width networks saved in each weight-file format the CLI accepts."""
+import copy
 from pathlib import Path
 
 import mxnet as mx
@@ -90,3 +91,19 @@ def oracle_image(train_ids):
     image[..., 0] = np.minimum(train_ids.astype(np.int64) * ORACLE_STEP, 250)
     image[..., 1] = 128
     return image
+
+
+def official_class_iou(pred_files, gt_files, tmp_path):
+    """Run cityscapesscripts' pixel-level evaluator on file lists; {class name: IoU}.
+
+    Uses the module's own argument object (copied), so no environment variable, home folder
+    or result file is involved."""
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    args = copy.copy(official.args)
+    args.evalInstLevelScore = False  # instance-weighted nIoU is not what we compare
+    args.JSONOutput = False
+    args.quiet = True
+    args.exportFile = str(tmp_path / "official.json")  # not written: JSONOutput is off
+    result = official.evaluateImgLists([str(p) for p in pred_files], [str(g) for g in gt_files], args)
+    return result["classScores"]

@@ -1,10 +1,10 @@
 """ConfusionMatrix: known answers, edge cases, persistence, and agreement with the official
 Cityscapes evaluator (cityscapesscripts) on predictions built from the real sample frame."""
-import copy
 import json
 
 import numpy as np
 import pytest
+from evaluation_helpers import official_class_iou
 from PIL import Image
 
 from mlsl_gluon.data.classes import CITYSCAPES_19_NAMES, LABEL_ID_TO_TRAIN_ID, MIOU13_CLASSES
@@ -106,19 +106,6 @@ def test_train_id_to_label_id_lut():
 
 # ---- agreement with cityscapesscripts -------------------------------------------------------
 
-def _official_class_iou(pred_files, gt_files, tmp_path):
-    """Run cityscapesscripts' pixel-level evaluator on file lists; {class name: IoU}."""
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
-
-    args = copy.copy(official.args)
-    args.evalInstLevelScore = False  # instance-weighted nIoU is not what we compare
-    args.JSONOutput = False
-    args.quiet = True
-    args.exportFile = str(tmp_path / "official.json")
-    result = official.evaluateImgLists([str(p) for p in pred_files], [str(g) for g in gt_files], args)
-    return result["classScores"]
-
-
 def _corruptions(gt_train):
     """Known corruptions of the ground truth, as 19-class train-id predictions."""
     h, w = gt_train.shape
@@ -146,13 +133,13 @@ def test_agrees_with_official_cityscapes_evaluator(real_samples, tmp_path):
         files.append(path)
         ours = ConfusionMatrix(19).update(pred, gt_train)
         combined.update(pred, gt_train)
-        theirs = _official_class_iou([path], [gt_file], tmp_path)
+        theirs = official_class_iou([path], [gt_file], tmp_path)
         theirs = np.array([theirs[n] for n in CITYSCAPES_19_NAMES], dtype=np.float64)
         np.testing.assert_array_equal(np.isnan(ours.iou()), np.isnan(theirs), err_msg=name)
         np.testing.assert_allclose(ours.iou(), theirs, atol=1e-6, rtol=0, err_msg=name)
 
     # summed over several images (the official evaluator accumulates one matrix too)
-    theirs = _official_class_iou(files, [gt_file] * len(files), tmp_path)
+    theirs = official_class_iou(files, [gt_file] * len(files), tmp_path)
     theirs = np.array([theirs[n] for n in CITYSCAPES_19_NAMES], dtype=np.float64)
     np.testing.assert_allclose(combined.iou(), theirs, atol=1e-6, rtol=0)
     # the corruptions did what they should: sidewalk erased -> 0 in "erase", classes absent

@@ -5,11 +5,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from evaluation_helpers import make_cityscapes, make_net, save_ademxapp, save_gluon
+from evaluation_helpers import make_cityscapes, make_net, official_class_iou, save_ademxapp, save_gluon
 
 from mlsl_gluon.cli import main
 from mlsl_gluon.cli.common import parse_ctx, parse_scales
 from mlsl_gluon.data import Cityscapes
+from mlsl_gluon.data.classes import CITYSCAPES_19_NAMES
 from mlsl_gluon.evaluation import ConfusionMatrix, evaluate, read_evaluation
 from mlsl_gluon.training.checkpoint import save_checkpoint
 
@@ -94,6 +95,24 @@ def test_evaluate_options_and_predictions(setup):
                    "--list-file", str(listed), "--out", str(tmp / "eval_list")])
     assert result.exit_code == 0, result.output
     assert read_evaluation(tmp / "eval_list")["metadata"]["images"] == 1
+
+
+def test_evaluate_command_agrees_with_official_evaluator(setup, tmp_path):
+    """The prediction files `evaluate --save-predictions` writes, scored by cityscapesscripts
+    against the gtFine labelIds files, give the per-class IoU our command reported."""
+    tmp, _, _, files = setup
+    out = tmp_path / "eval"
+    result = _run(["evaluate", "--weights", str(files["checkpoint"]), "--data-root", str(tmp / "cs"),
+                   "--out", str(out), "--save-predictions"])
+    assert result.exit_code == 0, result.output
+    gts = sorted((tmp / "cs" / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))
+    preds = [out / "predictions" / g.parent.name / g.name.replace("_gtFine_labelIds", "") for g in gts]
+    theirs = official_class_iou(preds, gts, tmp_path)
+    theirs = np.array([theirs[n] for n in CITYSCAPES_19_NAMES], dtype=np.float64)
+    ours = np.array([np.nan if v is None else v for v in read_evaluation(out)["iou"]])
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
+    assert np.nanmax(ours) > 0  # some class is partly right: the comparison is not all zeros
 
 
 def test_evaluate_16_class_ademxapp_file(tmp_path):
