@@ -205,7 +205,8 @@ def run_epochs(net, ctx, batches, *, kvstore="device", epochs=1, hybridize=False
 
 
 def test_two_cpu_contexts_give_the_same_update_as_one():
-    batches = make_batches(3, 4, seed=5)
+    # Even, uneven (3 = 2 + 1) and too-small (1 image for 2 devices) global batches.
+    batches = make_batches(2, 4, seed=5) + make_batches(1, 3, seed=6) + make_batches(1, 1, seed=8)
     one = run_epochs(stand_in([mx.cpu(0)]), [mx.cpu(0)], batches)
     two_ctx = [mx.cpu(0), mx.cpu(1)]
     two = run_epochs(stand_in(two_ctx), two_ctx, batches)

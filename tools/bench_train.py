@@ -77,7 +77,7 @@ def main(argv=None):
     result = {"width": args.width, "size": args.size, "global_batch": args.batch_size,
               "iters_per_run": args.iters, "runs": args.runs, "use_cls": args.use_cls,
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(),
-              "images_per_s": {}}
+              "load_average_before": [round(v, 2) for v in os.getloadavg()], "images_per_s": {}}
     for num_ctx in counts:
         speeds = bench(num_ctx, width=args.width, size=args.size, batch_size=args.batch_size,
                        iters=args.iters, runs=args.runs, num_classes=args.num_classes,
@@ -86,6 +86,8 @@ def main(argv=None):
         print(f"{num_ctx} CPU context(s): median {median:.3f} images/s over {args.runs} runs", flush=True)
         result["images_per_s"][f"{num_ctx}_ctx"] = {"median": round(median, 4),
                                                     "runs": [round(s, 4) for s in speeds]}
+    # Other processes on a shared machine change the figures; the load average says how much.
+    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(result, sort_keys=True))
 
 

@@ -180,7 +180,9 @@ def read_checkpoint(path):
 def load_checkpoint(path, net, trainer=None):
     """Load a checkpoint written by :func:`save_checkpoint` into ``net`` (and ``trainer``).
 
-    The file is verified completely before anything is loaded.
+    The file is verified completely (size and checksums) before anything is loaded, so a
+    truncated or corrupt file leaves ``net`` untouched; a file of a different architecture is
+    rejected too, possibly after some parameters were overwritten.
 
     Parameters
     ----------

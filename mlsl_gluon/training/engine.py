@@ -157,6 +157,23 @@ def _split(array, ctx_list):
     return gluon.utils.split_and_load(_as_ndarray(array), ctx_list, batch_axis=0, even_split=False)
 
 
+def _pad_batch(images, label8, weak, num_devices):
+    """Repeat images so every device gets one; returns arrays and a (N',) mask of real images.
+
+    A device without data would keep a stale gradient; padded copies get weight 0 instead.
+    """
+    images, label8 = _as_ndarray(images), _as_ndarray(label8)
+    weak = None if weak is None else _as_ndarray(weak)
+    real = images.shape[0]
+    mask = mx.nd.ones((max(real, num_devices),))
+    if real >= num_devices:
+        return images, label8, weak, mask
+    take = mx.nd.array(np.arange(num_devices) % real)
+    mask[real:] = 0
+    pad = [None if a is None else mx.nd.take(a, take) for a in (images, label8, weak)]
+    return pad[0], pad[1], pad[2], mask
+
+
 def _forward_losses(net, images, label8, weak, *, use_cls, ohem):
     """Per-image losses on one device: (seg (n,), cls (n,) or None, classifier unused?)."""
     out = net(images)
@@ -184,7 +201,8 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
                 on_iteration=None, seed=None):
     """One pass of SGD over ``batches``: step 2 of a round (Eq. 3, or Eq. 7 with ``use_cls``).
 
-    Each global batch is split over ``ctx_list``; every device computes per-image losses
+    Each global batch is split over ``ctx_list`` (a batch smaller than the device count is
+    padded with zero-weight copies); every device computes per-image losses
     (Eq. 1/2 segmentation cross-entropy at stride 8, plus ``lambda_cls`` x Eq. 5 with
     ``use_cls``), their sum is back-propagated, and ``trainer.step`` divides by the global
     batch size (times the number of ``dist_*`` workers), so the update does not depend on how
@@ -248,17 +266,18 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
         batch_size = int(images.shape[0])
         if seed is not None:
             mx.random.seed(seed + iteration)
-        parts = zip(_split(images, ctx_list), _split(label8, ctx_list),
+        images, label8, weak, real = _pad_batch(images, label8, weak if use_cls else None, len(ctx_list))
+        parts = zip(_split(images, ctx_list), _split(label8, ctx_list), _split(real, ctx_list),
                     _split(weak, ctx_list) if use_cls else [None] * len(ctx_list))
         seg_sums, cls_sums, objectives = [], [], []
         with autograd.record():
-            for x, y, c in parts:
+            for x, y, m, c in parts:
                 seg, cls, cls_unused = _forward_losses(net, x, y, c, use_cls=use_cls, ohem=ohem)
                 objective = mlsl_loss(seg, cls, weight) if use_cls else seg
-                objectives.append(objective.sum())
-                seg_sums.append(seg.sum())
+                objectives.append((objective * m).sum())
+                seg_sums.append((seg * m).sum())
                 if use_cls:
-                    cls_sums.append(cls.sum())
+                    cls_sums.append((cls * m).sum())
         autograd.backward(objectives)
         losses = {"seg": _sum_to_float(seg_sums) / batch_size}
         if use_cls:
