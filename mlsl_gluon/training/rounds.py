@@ -84,6 +84,11 @@ def file_digest(path):
     return digest.hexdigest()
 
 
+def patch_seed_of_round(seed, round_idx):
+    """SISC patch seed of round r: every round draws new random patches, reproducibly."""
+    return int(np.random.SeedSequence([seed, round_idx]).generate_state(1)[0])
+
+
 def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weights_file, shard=None):
     """Step 1 of round r: SI (CBST) or SISC pseudo-labels + PWL of the whole target set."""
     pl = config.pseudo_label
@@ -92,7 +97,8 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     out_dir.mkdir(parents=True, exist_ok=True)
     result = run_pseudo_label_round(
         net, data.target_train, out_dir, round_idx=round_idx, portion=portion, ctx=ctx_list,
-        method=config.pseudo_label_method, K=pl.K, patch_size=pl.patch_size, seed=config.experiment.seed,
+        method=config.pseudo_label_method, K=pl.K, patch_size=pl.patch_size,
+        seed=patch_seed_of_round(config.experiment.seed, round_idx),
         flip=pl.flip, include_si=pl.include_si_released, aggregation=pl.aggregation, batch_size=pl.batch_size,
         longer_side=pl.longer_side, prior=stats["spatial_prior"] if pl.spatial_prior else None,
         class_mean_sizes=stats["class_mean_sizes"], eta=pl.eta, cache_path=out_dir / "probabilities.h5",

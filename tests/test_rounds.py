@@ -1,0 +1,180 @@
+"""The round loop on tiny generated data (SYNTHIA + Cityscapes formats), reduced width, CPU:
+resume after a failure at every stage gives the parameters of an uninterrupted run; NaN stops
+the run keeping the last good checkpoint; a changed config is refused."""
+import importlib.util
+import json
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import mlsl_gluon.pseudo_labels.round as pseudo_round
+from mlsl_gluon.config import ConfigError, load_config
+from mlsl_gluon.training.checkpoint import read_checkpoint
+from mlsl_gluon.training.datasets import SelfTrainingSet
+from mlsl_gluon.training.experiment import run_experiment
+from mlsl_gluon.training.stage import TrainingStopped
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("reproduce", ROOT / "tools" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reproduce)
+
+# 2 rounds x 1 epoch: 2 + 4 then 3 + 4 (source + target) images at batch 1; checkpoint every 2.
+SIZES = reproduce.SMOKE_SIZES
+CTX = [mx.cpu()]
+
+
+class Boom(RuntimeError):
+    """The injected failure."""
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rounds")
+    from mlsl_gluon.demo.synthetic import generate_demo_data
+
+    generate_demo_data(root / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
+    weights = reproduce.write_random_ademxapp_weights(root / "synthia_rna-a1_cls16_s8_ep-0000.params", 16,
+                                                      0.0625, seed=1, with_head=True)
+    return root, root / "data", weights
+
+
+def config(method="sisc-pwl", extra=()):
+    return load_config(overrides=SIZES + list(extra), source="synthia", method=method)
+
+
+def params_of(path):
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+def max_rel_diff(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[k] - b[k])) / (np.max(np.abs(b[k])) + 1e-12)) for k in a)
+
+
+def events(run_dir, event):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def reference(inputs):
+    root, data, weights = inputs
+    out = root / "reference"
+    summary = run_experiment(config(), data, weights, out, CTX, progress=False)
+    return out, summary
+
+
+def run_with_fault(inputs, name, fault, method="sisc-pwl"):
+    """Run until ``fault`` raises Boom, then resume with the same arguments to the end."""
+    root, data, weights = inputs
+    out = root / name
+    with pytest.raises(Boom):
+        run_experiment(config(method), data, weights, out, CTX, on_event=fault, progress=False)
+    assert not (out / "DONE").exists()
+    run_experiment(config(method), data, weights, out, CTX, resume=True, progress=False)
+    return out
+
+
+def test_uninterrupted_run_folder(reference):
+    out, summary = reference
+    assert (out / "DONE").is_file() and (out / "config.yaml").is_file()
+    provenance = json.loads((out / "run.json").read_text())[0]
+    assert provenance["version"] and provenance["git_hash"]
+    for r in (0, 1):
+        assert (out / f"checkpoints/round_{r:02d}.params").is_file()
+        assert (out / f"round_{r:02d}/pseudo/weak_labels.json").is_file()
+        assert len(list((out / f"round_{r:02d}/pseudo/labels").rglob("*.png"))) == 4
+    assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]
+    assert [e["portion"] for e in events(out, "pseudo_labels")] == [0.15, 0.2]
+    assert [(e["round"], e["epoch"], e["iterations"]) for e in events(out, "epoch")] == [(0, 0, 6), (1, 0, 7)]
+    lrs = [e["lr"] for e in events(out, "epoch")]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[1] == pytest.approx(1e-4 / 2 ** 0.5)
+    evals = events(out, "eval")
+    assert [e["round"] for e in evals] == [0, 1] and len(evals[0]["iou"]) == 16
+    assert summary["miou"] == evals[-1]["miou"] and summary["miou13"] is not None
+    assert json.loads((out / "iou.json").read_text())["miou"] == summary["miou"]
+
+
+def test_resume_mid_epoch(inputs, reference):
+    def fault(event, **info):
+        # After iteration 2 of round 1 (the newest checkpoint is the one after iteration 1).
+        if event == "iteration" and info["round"] == 1 and info["iteration"] == 2:
+            raise Boom
+
+    out = run_with_fault(inputs, "mid_epoch", fault)
+    assert max_rel_diff(params_of(out / "final.params"), params_of(reference[0] / "final.params")) <= 1e-5
+    assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]  # no round redone
+    # Round 1 restarts at the checkpoint after iteration 1 and runs its remaining 5 iterations.
+    assert [(e["round"], e["iterations"]) for e in events(out, "epoch")] == [(0, 6), (1, 5)]
+
+
+def test_resume_between_rounds(inputs, reference):
+    def fault(event, **info):
+        if event == "round_end" and info["round"] == 0:
+            raise Boom
+
+    out = run_with_fault(inputs, "between_rounds", fault)
+    assert max_rel_diff(params_of(out / "final.params"), params_of(reference[0] / "final.params")) <= 1e-5
+    assert [e["round"] for e in events(out, "eval")] == [0, 1]
+    assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]
+
+
+def test_resume_during_pseudo_labelling_reuses_entries(inputs, reference, monkeypatch):
+    real = pseudo_round.sisc_inference
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        if crash["on"] and len(calls) == 4 + 3:  # round 0 labels 4 images; die on round 1's third
+            raise Boom
+        return real(*args, **kwargs)
+
+    crash = {"on": True}
+    monkeypatch.setattr(pseudo_round, "sisc_inference", counting)
+    root, data, weights = inputs
+    out = root / "during_pseudo"
+    with pytest.raises(Boom):
+        run_experiment(config(), data, weights, out, CTX, progress=False)
+    crash["on"], calls[:] = False, []
+    run_experiment(config(), data, weights, out, CTX, resume=True, progress=False)
+    assert len(calls) == 2  # only the two round-1 images without a cache entry are segmented again
+    assert max_rel_diff(params_of(out / "final.params"), params_of(reference[0] / "final.params")) <= 1e-5
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(inputs, monkeypatch):
+    real_load = SelfTrainingSet.load
+    seen = []
+
+    def poisoned(self, index, rng):
+        seen.append(index)
+        img, label8, weak = real_load(self, index, rng)
+        if len(seen) == 3:  # the third batch (batch size 1) of round 0
+            img = np.full_like(img, np.nan)
+        return img, label8, weak
+
+    monkeypatch.setattr(SelfTrainingSet, "load", poisoned)
+    root, data, weights = inputs
+    out = root / "nan"
+    with pytest.raises(TrainingStopped, match=r"round 0, epoch 0, iteration 2 of the epoch.*non-finite"):
+        run_experiment(config(), data, weights, out, CTX, progress=False)
+    state, _ = read_checkpoint(out / "checkpoints" / "latest.params")
+    assert (state["round"], state["epoch"], state["iteration"]) == (0, 0, 2)
+    assert events(out, "stopped")[0]["iteration"] == 2
+
+
+def test_resume_with_other_config_is_refused(inputs, reference):
+    root, data, weights = inputs
+    with pytest.raises(ConfigError, match=r"refusing to resume .* train.lr: 0.0001 != 0.001"):
+        run_experiment(config(extra=["train.lr=1e-3"]), data, weights, reference[0], CTX, resume=True)
+    with pytest.raises(ConfigError, match="already holds a run .* pass --resume"):
+        run_experiment(config(), data, weights, reference[0], CTX)
+
+
+def test_finished_run_is_not_redone(inputs, reference):
+    root, data, weights = inputs
+    before = (reference[0] / "metrics.jsonl").read_text()
+    summary = run_experiment(config(), data, weights, reference[0], CTX, resume=True, progress=False)
+    assert summary == reference[1] and (reference[0] / "metrics.jsonl").read_text() == before

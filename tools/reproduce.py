@@ -1,0 +1,135 @@
+"""Run every row of the paper's Table 1 (GTA5) or Table 2 (SYNTHIA) and print ours beside the paper's.
+
+Full mode (``make reproduce-table1 DATA_ROOT=... WEIGHTS_DIR=...``): each row is one
+``mlsl-gluon train`` run in ``OUT/<source>_<method>`` with ``experiments/<source>_<method>.yaml``,
+resumed when it already exists; the source-only row evaluates the CBST source model.
+
+Smoke mode (``SMOKE=1``): the same steps end to end on tiny generated data in the real folder
+formats, with a reduced-width network and few patches / images / epochs, on CPU. Only sizes
+change: the source model is trained by the source-only row (from a random "ImageNet" file in
+the ademxapp format) and every adaptation row starts from it.
+"""
+import argparse
+import logging
+from pathlib import Path
+
+import mxnet as mx
+
+from mlsl_gluon.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = {"table1": "gta5", "table2": "synthia"}
+METHODS = ("source-only", "cbst", "cbst-pwl", "sisc", "sisc-pwl")
+WEIGHT_FILES = {"gta5": "gta_rna-a1_cls19_s8_ep-0000.params",
+                "synthia": "synthia_rna-a1_cls16_s8_ep-0000.params"}
+
+# Smoke sizes: everything else (the steps, the schedule's shape, the file formats) is unchanged.
+SMOKE_SIZES = [
+    "model.width=0.0625", "data.crop_size=48", "data.gta5_frame_size=null", "data.scale_range=[0.9, 1.1]",
+    "pseudo_label.K=3", "pseudo_label.patch_size=40", "pseudo_label.longer_side=96",
+    "rounds.num_rounds=2", "rounds.epochs_per_round=1", "rounds.source_portion_start=0.25",
+    "rounds.source_portion_step=0.05", "rounds.source_portion_max=0.5",
+    "source_only.epochs=2", "source_only.batch_size=4", "source_only.lr=0.01",
+    "train.log_every=2", "train.checkpoint_every=2",
+]
+SMOKE_DATA = {"n_source": 8, "n_target_train": 4, "n_target_val": 2, "size": (48, 96)}
+SMOKE_SEED = 0
+
+logger = logging.getLogger("reproduce")
+
+
+def write_random_ademxapp_weights(path, num_classes, width, seed=0, with_head=False):
+    """An ademxapp-format file with seeded random values, for smoke runs and tests.
+
+    Without ``with_head`` it is ImageNet-style (trunk only, as ilsvrc-cls_rna-a1_cls1000_ep-0001);
+    with it, a CBST-style source model (``conv6a`` and ``linear<C>`` included).
+    """
+    from mlsl_gluon.model import MLSLNet, init_params
+    from mlsl_gluon.model.weights import ademxapp_param_map
+
+    net = MLSLNet(num_classes, width=width, with_classifier=False)
+    mx.random.seed(seed)
+    init_params(net)
+    arrays = {k: p.data() for k, p in ademxapp_param_map(net).items()
+              if with_head or not k.startswith(("arg:conv6a", "arg:linear"))}
+    mx.nd.save(str(path), arrays)
+    return path
+
+
+def make_smoke_inputs(root, source):
+    """Tiny data set in the real layout under ``root/data`` and a random ImageNet-style file."""
+    from mlsl_gluon.demo.synthetic import generate_demo_data
+
+    data_root = root / "data"
+    marker = data_root / f".{source}-complete"
+    if not marker.is_file():
+        generate_demo_data(data_root, seed=SMOKE_SEED, source_format=source, **SMOKE_DATA)
+        marker.write_text("ok\n")
+    imagenet = root / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
+    if not imagenet.is_file():
+        write_random_ademxapp_weights(imagenet, 19 if source == "gta5" else 16, 0.0625, SMOKE_SEED)
+    return data_root, imagenet
+
+
+def train_command(source, method, data_root, weights, out, overrides):
+    """The ``mlsl-gluon train`` arguments of one table row (always resumable) and its run folder."""
+    stem = f"{source}_{method.replace('-', '_')}"
+    cmd = ["train", "--config", str(ROOT / "experiments" / f"{stem}.yaml"),
+           "--data-root", str(data_root), "--weights", str(weights), "--out", str(out / stem),
+           "--ctx", "cpu", "--resume", "--no-progress"]
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd, out / stem
+
+
+def reproduce(table, data_root, weights_dir, out, smoke=False, methods=METHODS, extra=()):
+    """Run the rows of ``table`` and return ``{method: run folder}``."""
+    source = TABLES[table]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = list(SMOKE_SIZES if smoke else []) + list(extra)
+    if smoke:
+        data_root, imagenet = make_smoke_inputs(out, source)
+        source_weights = None
+    else:
+        source_weights = Path(weights_dir) / WEIGHT_FILES[source]
+    runs = {}
+    for method in methods:
+        if method == "source-only":
+            weights = imagenet if smoke else source_weights
+        else:
+            weights = (runs.get("source-only") / "final.params") if smoke else source_weights
+        args, folder = train_command(source, method, data_root, weights, out, overrides)
+        logger.info("%s %s: mlsl-gluon %s", table, method, " ".join(args))
+        # In-process: one interpreter (and one MXNet start-up) for the whole table.
+        cli_main(args, standalone_mode=False)
+        runs[method] = folder
+    return runs
+
+
+def print_table(table, runs, out):
+    """Print ours beside the paper's (evaluation engineer's printer) and write it into ``out``."""
+    from mlsl_gluon.evaluation.tables import format_table, write_table
+
+    print(format_table(table, runs))
+    write_table(out, table, runs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("table", choices=sorted(TABLES))
+    parser.add_argument("--data-root", help="folder with GTA5/, SYNTHIA/, Cityscapes/ (unused with --smoke)")
+    parser.add_argument("--weights-dir", help="folder with the CBST source models (not used with --smoke)")
+    parser.add_argument("--out", required=True, help="folder receiving one run folder per row and the table")
+    parser.add_argument("--smoke", action="store_true", help="tiny generated data, reduced sizes, CPU")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.smoke and not (args.data_root and args.weights_dir):
+        parser.error("--data-root and --weights-dir are required without --smoke")
+    runs = reproduce(args.table, args.data_root, args.weights_dir, args.out, args.smoke, extra=args.extra)
+    print_table(args.table, runs, args.out)
+
+
+if __name__ == "__main__":
+    main()
