@@ -211,13 +211,16 @@ def load_source_stats(path):
     fields = ("version", "class_mean_sizes", "spatial_prior", "num_classes", "grid", "smoothing",
               "alpha", "num_images", "source")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [f for f in fields if f not in data.files]
-            if missing:
-                raise ValueError(f"{path}: not a source statistics file, missing fields {missing}")
-            out = {f: data[f] for f in fields}
-    except (OSError, EOFError) as err:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as err:
         raise ValueError(f"{path}: unreadable source statistics file ({err})") from err
+    if not hasattr(data, "files"):  # a bare .npy array, not an .npz archive
+        raise ValueError(f"{path}: not a source statistics file (a single array, expected an .npz)")
+    with data:
+        missing = [f for f in fields if f not in data.files]
+        if missing:
+            raise ValueError(f"{path}: not a source statistics file, missing fields {missing}")
+        out = {f: data[f] for f in fields}
     num_classes = int(out["num_classes"])
     grid = tuple(int(g) for g in out["grid"])
     if out["class_mean_sizes"].shape != (num_classes,) or out["spatial_prior"].shape != (num_classes,) + grid:
