@@ -11,6 +11,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
+from ..data import normalize
 from .confusion import ConfusionMatrix
 from .label_files import save_label_id_png
 
@@ -30,12 +31,7 @@ def _as_ctx_list(ctx):
 
 def _normalized_input(image, ctx):
     """uint8 (H, W, 3) RGB -> (1, 3, H, W) float32 NDArray on ``ctx`` (SPEC section 2)."""
-    from ..data import normalize  # late: keeps the evaluation module usable on its own
-
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    return mx.nd.array(normalize(image)[None], ctx=ctx, dtype="float32")
+    return mx.nd.array(normalize(np.asarray(image))[None], ctx=ctx, dtype="float32")
 
 
 def multi_scale_probabilities(net, x, flip=True, scales=(1.0,)):
