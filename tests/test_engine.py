@@ -1,5 +1,6 @@
 """Training engine: parameter groups, the SGD update, Eq. 6 weighting, NaN guard, determinism,
 two CPU contexts == one, and atomic checkpoints (round trip, corruption, crash during save)."""
+import logging
 import math
 import os
 
@@ -9,7 +10,7 @@ import pytest
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from mlsl_gluon.losses import classification_bce, segmentation_cross_entropy
+from mlsl_gluon.losses import classification_bce, ohem_cross_entropy, segmentation_cross_entropy
 from mlsl_gluon.model import MLSLNet, init_params
 from mlsl_gluon.training import (
     CheckpointError,
@@ -44,15 +45,15 @@ class NoDropoutNet(gluon.HybridBlock):
 
     def hybrid_forward(self, F, x):
         seg = self.conv2(F.relu(self.conv1(self.bn(x))))
-        return seg, self.fc(seg)
+        return seg, self.fc(F.mean(seg, axis=(2, 3)))
 
 
-def make_batches(num, batch_size, seed=0, num_classes=C):
+def make_batches(num, batch_size, seed=0, num_classes=C, size=SIZE):
     rng = np.random.RandomState(seed)
     out = []
     for _ in range(num):
-        images = rng.randn(batch_size, 3, SIZE, SIZE).astype(np.float32)
-        label8 = rng.randint(0, num_classes, size=(batch_size, SIZE // 8, SIZE // 8)).astype(np.float32)
+        images = rng.randn(batch_size, 3, size, size).astype(np.float32)
+        label8 = rng.randint(0, num_classes, size=(batch_size, size // 8, size // 8)).astype(np.float32)
         label8[:, 0, :2] = 255
         weak = rng.randint(0, 2, size=(batch_size, num_classes)).astype(np.float32)
         out.append((images, label8, weak))
@@ -160,6 +161,24 @@ def test_eq6_weighting_and_released_cls_scale():
     plain = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, progress=False)
     assert set(plain) >= {"seg", "total"} and "cls" not in plain
     assert plain["total"] == pytest.approx(stats["seg"], rel=1e-6)
+
+
+def test_ohem_option_and_log_lines(caplog):
+    ctx = [mx.cpu()]
+    net = stand_in(ctx)
+    # Confident predictions (some labelled-class probabilities above 0.6) and 17 x 17 = 289
+    # labelled pixels per image (more than min_kept = 256), so OHEM differs from Eq. 2.
+    net.conv2.weight.set_data(net.conv2.weight.data() * 30)
+    batches = make_batches(1, 2, seed=11, size=8 * 17)
+    seg_logits, _ = net(mx.nd.array(batches[0][0]))
+    label8 = mx.nd.array(batches[0][1])
+    expected = ohem_cross_entropy(mx.nd, seg_logits, label8).mean().asscalar()
+    assert expected != pytest.approx(segmentation_cross_entropy(mx.nd, seg_logits, label8).mean().asscalar())
+    with caplog.at_level(logging.INFO, logger="mlsl_gluon.training.engine"):
+        stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches[:1] * 2, ctx, ohem=True,
+                            log_every=1, start_iteration=4, progress=False)
+    assert stats["seg"] == pytest.approx(expected, rel=1e-5)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["iteration 4", "iteration 5"]
 
 
 def test_unused_classifier_is_not_updated_and_use_cls_needs_weak_labels():
