@@ -11,8 +11,10 @@ the ademxapp format) and every adaptation row starts from it.
 """
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+import click
 import mxnet as mx
 
 from mlsl_gluon.cli import main as cli_main
@@ -127,7 +129,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.smoke and not (args.data_root and args.weights_dir):
         parser.error("--data-root and --weights-dir are required without --smoke")
-    runs = reproduce(args.table, args.data_root, args.weights_dir, args.out, args.smoke, extra=args.extra)
+    try:
+        runs = reproduce(args.table, args.data_root, args.weights_dir, args.out, args.smoke, extra=args.extra)
+    except click.ClickException as err:
+        sys.exit(f"reproduce {args.table}: {err.format_message()}")
     print_table(args.table, runs, args.out)
 
 

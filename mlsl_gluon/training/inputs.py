@@ -117,7 +117,8 @@ def weights_kind(path, num_classes):
     try:
         keys = list(mx.nd.load(str(path)).keys())
     except mx.base.MXNetError as err:
-        raise InputError(f"weights file {path} is not an MXNet parameter file: {err}") from None
+        reason = str(err).strip().splitlines()[-1]
+        raise InputError(f"weights file {path} is not an MXNet parameter file ({reason})") from None
     if not any(k.startswith(("arg:", "aux:")) for k in keys):
         return "gluon"
     if f"arg:linear{num_classes}_weight" in keys:
@@ -153,7 +154,7 @@ def source_statistics(run, config, source):
                          f"set it to null to compute it in the run folder)")
     counter = SourceStatistics(config.num_classes)
     for i in tqdm(range(len(source)), desc="source statistics", unit="img", leave=False):
-        counter.update(source[i][1])
+        counter.update(source.read_label(i))
     save_source_stats(str(path), counter.class_mean_sizes(), counter.spatial_prior(),
                       num_classes=config.num_classes, grid=counter.grid, alpha=1.0,
                       num_images=counter.num_images, source=str(source.root))
