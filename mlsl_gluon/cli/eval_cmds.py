@@ -21,9 +21,12 @@ _WEIGHTS_OPTION_HELP = ("Weight file: an ademxapp/CBST .params file (e.g. "
                         "or a save_weights file. The format is detected from its keys.")
 
 
-def _ctx_option(function):
-    return click.option("--ctx", "ctx_spec", default="cpu", show_default=True,
-                        help="Devices: 'cpu', 'gpu:0' or 'gpu:0,1' (images spread over them).")(function)
+def _ctx_option(function, help_text="Devices: 'cpu', 'gpu:0' or 'gpu:0,1' (images spread over them)."):
+    return click.option("--ctx", "ctx_spec", default="cpu", show_default=True, help=help_text)(function)
+
+
+def _trace_ctx_option(function):
+    return _ctx_option(function, "Device used to trace the graph: 'cpu' or 'gpu:0'.")
 
 
 def _network_options(function):
@@ -166,7 +169,7 @@ def _input_size(text):
               help="Output prefix (folders are created).")
 @click.option("--input-size", "size_spec", default="1024,2048", show_default=True,
               help="H,W of the input: traced for symbol, fixed in the ONNX graph.")
-@_ctx_option
+@_trace_ctx_option
 def export_command(weights, num_classes, width, fmt, out, size_spec, ctx_spec):
     """Export the segmentation network (input 'data' (1,3,H,W) normalised RGB; output stride-8
     class logits (1,C,ceil(H/8),ceil(W/8))) for deployment."""
