@@ -3,13 +3,20 @@ resume after a failure at every stage gives the parameters of an uninterrupted r
 the run keeping the last good checkpoint; a changed config is refused."""
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mxnet as mx
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import mlsl_gluon.pseudo_labels.round as pseudo_round
+from mlsl_gluon.cli import main
 from mlsl_gluon.config import ConfigError, load_config
 from mlsl_gluon.training.checkpoint import read_checkpoint
 from mlsl_gluon.training.datasets import SelfTrainingSet
@@ -178,3 +185,30 @@ def test_finished_run_is_not_redone(inputs, reference):
     before = (reference[0] / "metrics.jsonl").read_text()
     summary = run_experiment(config(), data, weights, reference[0], CTX, resume=True, progress=False)
     assert summary == reference[1] and (reference[0] / "metrics.jsonl").read_text() == before
+
+
+def test_resume_after_sigkill(inputs, reference):
+    """The real thing: the CLI process is SIGKILLed while training round 1, then resumed."""
+    root, data, weights = inputs
+    out = root / "sigkill"
+    args = ["train", "--source", "synthia", "--method", "sisc-pwl", "--data-root", str(data), "--weights",
+            str(weights), "--out", str(out), "--no-progress"] + [a for s in SIZES for a in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-c", "from mlsl_gluon.cli import main; main()"] + args,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            log = out / "metrics.jsonl"
+            if log.is_file() and any(e["round"] == 1 for e in events(out, "train")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "DONE").exists()
+    result = CliRunner().invoke(main, args + ["--resume"])
+    assert result.exit_code == 0, result.output
+    assert max_rel_diff(params_of(out / "final.params"), params_of(reference[0] / "final.params")) <= 1e-5
+    assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]

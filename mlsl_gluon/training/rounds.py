@@ -180,6 +180,8 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
         if state["phase"] == "pseudo":
             pseudo_label_step(run, config, net, data, ctx_list, r, stats, pseudo_weights)
             state = dict(state, stage=r + 1, phase="train", epoch=0, iteration=0)
+            # Step 1 is finished: a resume from here goes straight to training.
+            save_checkpoint(run.latest_checkpoint, net, None, state)
             on_event("pseudo_done", round=r)
         trainer = build_trainer(net, ctx_list, lr=lr, momentum=config.train.momentum, wd=config.train.wd,
                                 kvstore=kvstore)
