@@ -20,6 +20,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlsl_gluon tests tools
 
+# The README's first command: the whole method on built-in generated data, CPU only (SEED=N optional).
+demo: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VENV)/bin/mlsl-gluon demo --out runs/demo$(if $(SEED),-seed$(SEED) --seed $(SEED),)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
 

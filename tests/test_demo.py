@@ -1,0 +1,94 @@
+"""The built-in demo end to end at its tiny preset (the accuracy is not tested, the outputs are)."""
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mlsl_gluon.cli import main
+from mlsl_gluon.demo.run import FULL, TINY, demo_config
+from mlsl_gluon.demo.table import format_demo_table
+
+KEYS = ("source_only", "cbst", "sisc", "sisc_pwl")
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--preset", "tiny", "--seed", "5",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_tiny_demo_writes_results_table_and_pictures(tiny_demo):
+    out, output = tiny_demo
+    results = json.loads((out / "results.json").read_text())
+    for key in KEYS:
+        assert 0.0 <= results[key] <= 100.0 and math.isfinite(results[key]), key
+        assert len(results["per_class"][key]) == 19
+    for key in KEYS[1:]:
+        rounds = results["per_round"][key]
+        assert len(rounds) == TINY.num_rounds and all(0.0 <= v <= 100.0 for v in rounds)
+        # The method's final mIoU is its last round's.
+        assert rounds[-1] == pytest.approx(results[key])
+    assert results["seed"] == 5 and results["elapsed_s"] > 0
+    # Each method really ran in its own run folder with its own config.
+    for key, method in zip(KEYS, ("source-only", "cbst", "sisc", "sisc-pwl")):
+        assert f"method: {method}" in (out / key / "config.yaml").read_text()
+        assert (out / key / "DONE").is_file()
+    assert (out / "sisc" / "round_00" / "pseudo" / "weak_labels.json").is_file()
+    # The adaptation never had target-train labels on disk.
+    assert not (out / "data" / "Cityscapes" / "gtFine" / "train").exists()
+
+    for line in ("Source only", "CBST (SI)", "SISC", "SISC+PWL", "mIoU"):
+        assert line in output
+    assert (out / "table.txt").read_text() in output
+
+    grid = np.array(Image.open(results["pictures"]["grid"]))
+    height, width = TINY.size
+    assert grid.ndim == 3 and grid.shape[2] == 3
+    assert grid.shape[1] == 2 * 5 * (width + 4)  # five columns, 2x upscaled
+    assert grid.shape[0] > 2 * 3 * height  # three frames plus a header
+    assert grid.std() > 10  # not a blank image
+    plot = Image.open(results["pictures"]["miou_per_round"])
+    assert plot.format == "PNG" and plot.size[0] >= 300
+
+
+@pytest.mark.slow
+def test_rerun_other_seed_same_folder_is_refused(tiny_demo):
+    out, _ = tiny_demo
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--preset", "tiny", "--seed", "6"])
+    assert result.exit_code != 0
+    assert "seed 5" in result.output and "another --out" in result.output
+
+
+def test_demo_configs_are_valid_and_differ_only_by_method():
+    configs = {m: demo_config(FULL, m, 0) for m in ("source-only", "cbst", "sisc", "sisc-pwl")}
+    assert configs["cbst"].pseudo_label_method == "si" and configs["sisc"].pseudo_label_method == "sisc"
+    assert configs["sisc-pwl"].use_pwl and not configs["sisc"].use_pwl
+    assert configs["source-only"].model.freeze_bn is False and configs["sisc"].model.freeze_bn is True
+    assert configs["sisc"].data.gta5_frame_size is None
+    # Same training budget for every adaptation method: only the method decides the result.
+    for m in ("cbst", "sisc-pwl"):
+        assert configs[m].train.batch_size == configs["sisc"].train.batch_size
+        assert configs[m].rounds == configs["sisc"].rounds
+    assert configs["sisc"].pseudo_label.patch_size * 2 == FULL.size[0]
+
+
+def test_table_shows_present_classes_and_gain():
+    nan_row = [None] * 19
+    per_class = {k: list(nan_row) for k in KEYS}
+    for k, v in zip(KEYS, (10.0, 20.0, 30.0, 40.0)):
+        per_class[k][0] = v  # road
+        per_class[k][13] = v / 2  # car
+    results = {"seed": 0, "class_names": [f"c{i}" for i in range(19)], "per_class": per_class,
+               "source_only": 7.5, "cbst": 15.0, "sisc": 22.5, "sisc_pwl": 30.0}
+    results["class_names"][0], results["class_names"][13] = "road", "car"
+    table = format_demo_table(results)
+    lines = table.splitlines()
+    assert "Road" in lines[1] and "Car" in lines[1] and "c1" not in lines[1]
+    assert lines[-1].split()[-1] == "+22.5" and lines[-1].startswith("SISC+PWL")
