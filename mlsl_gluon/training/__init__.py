@@ -21,3 +21,11 @@ __all__ = [
 ]
 
 # --- rounds ---
+# The round loop, source-only training and run folders (imported lazily by the CLI).
+from mlsl_gluon.training.experiment import run_experiment  # noqa: E402
+from mlsl_gluon.training.rounds import run_rounds  # noqa: E402
+from mlsl_gluon.training.run_folder import RunFolder  # noqa: E402
+from mlsl_gluon.training.source_only import run_source_only  # noqa: E402
+from mlsl_gluon.training.stage import TrainingStopped  # noqa: E402
+
+__all__ += ["RunFolder", "TrainingStopped", "run_experiment", "run_rounds", "run_source_only"]
