@@ -65,6 +65,15 @@ def test_cached_selection_equals_full_precision(shift):
         assert (from_cache == select_pseudo_labels(m, k)).mean() >= 0.999
 
 
+def test_second_class_floor():
+    prob = np.array([[[0.7, 0.5]], [[0.25, 0.45]], [[0.05, 0.05]]], dtype=np.float32)
+    top_class, top_code = encode_top_classes(prob, top=2, floor=0.3)
+    assert top_class[:, 0].tolist() == [[0, 0], [255, 1]]
+    assert top_code[1, 0, 0] == 0
+    # The first class is kept whatever its probability.
+    assert encode_top_classes(prob, top=2, floor=0.9)[0][0].tolist() == [[0, 0]]
+
+
 def test_stale_metadata_is_refused_or_regenerated(tmp_path):
     path = tmp_path / "round1.h5"
     prob = random_map()

@@ -11,7 +11,7 @@ from mlsl_gluon.pseudo_labels import (
     select_from_top_classes,
     select_pseudo_labels,
 )
-from mlsl_gluon.pseudo_labels.selection import class_argmax, num_probability_codes
+from mlsl_gluon.pseudo_labels.selection import class_argmax, num_probability_codes, top_two_classes
 
 
 def exact_thresholds(prob_maps, portion):
@@ -60,6 +60,16 @@ def test_class_argmax_equals_numpy_including_ties():
     idx, best = class_argmax(m)
     assert np.array_equal(idx, m.argmax(0))
     assert np.array_equal(best, m.max(0))
+
+
+def test_top_two_classes_equals_stable_sort():
+    rng = np.random.default_rng(5)
+    for m in (rng.random((6, 7, 9)).astype(np.float32),
+              rng.integers(0, 3, size=(5, 8, 8)).astype(np.float32)):  # with ties
+        idx, val = top_two_classes(m)
+        order = np.argsort(-m, axis=0, kind="stable")[:2]
+        assert np.array_equal(idx, order)
+        assert np.array_equal(val, np.take_along_axis(m, order, axis=0))
 
 
 def test_thresholds_known_answer():

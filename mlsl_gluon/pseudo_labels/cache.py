@@ -2,11 +2,15 @@
 
 CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selection only
 needs, per pixel, the classes that can win argmax_c p_c / k_c with their probabilities, so an
-entry keeps the T most probable classes per pixel (default 1: the argmax) at full resolution:
-class ids as uint8 and probabilities as codes of the threshold grid of
-:mod:`.selection` (``quantise_probability`` with ``shift``, default 2). As thresholds are grid
-points, p >= k_c holds for a cached pixel exactly when it holds at full precision; with T = 1 a
-pixel whose second class would have won the ratio comparison (p_2 / k_2 > p_1 / k_1) is lost.
+entry keeps the T most probable classes per pixel (default 2) at full resolution: class ids as
+uint8 and probabilities as codes of the threshold grid of :mod:`.selection`
+(``quantise_probability`` with ``shift``, default 0). As thresholds are grid points, p >= k_c
+holds for a cached pixel exactly when it holds at full precision. What is lost: classes beyond
+the T-th (with T = 1, pixels where the second class wins p_2 / k_2 > p_1 / k_1: about 1.7 % of
+the pixels of a random-weight network at p = 0.5), and the exact order of ratios that differ by
+less than a grid step. A second class whose probability is below ``floor`` is dropped (class
+255): without a spatial prior every k_c >= the grid point of 1/C, so such a class can never be
+selected, and dropping it makes the entry much more compressible.
 
 Codes of neighbouring pixels are close, so they are stored as 2-D differences
 (c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
@@ -28,7 +32,7 @@ import zlib
 import h5py
 import numpy as np
 
-from .selection import IGNORE_LABEL, class_argmax, quantise_probability
+from .selection import IGNORE_LABEL, class_argmax, quantise_probability, top_two_classes
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def npz_bytes(**arrays):
     return buf.getvalue()
 
 
-def encode_top_classes(prob_map, top=1, valid=None, shift=2):
+def encode_top_classes(prob_map, top=2, valid=None, shift=0, floor=0.0):
     """Keep the ``top`` most probable classes per pixel with their quantised probabilities.
 
     Parameters
@@ -79,6 +83,8 @@ def encode_top_classes(prob_map, top=1, valid=None, shift=2):
         (H, W) bool; invalid pixels get class 255 and code 0 (probability 0).
     shift : int
         Grid coarsening of :func:`quantise_probability`.
+    floor : float
+        Classes after the first whose probability is below this are dropped (class 255).
 
     Returns
     -------
@@ -88,15 +94,22 @@ def encode_top_classes(prob_map, top=1, valid=None, shift=2):
         (T, H, W) uint16 codes (:func:`dequantise_probability` gives the probabilities).
     """
     prob_map = np.asarray(prob_map, dtype=np.float32)
-    order = class_argmax(prob_map)[0][None] if top == 1 else \
-        np.argpartition(-prob_map, top - 1, axis=0)[:top]
-    top_prob = np.take_along_axis(prob_map, order, axis=0)
-    if top > 1:  # argpartition leaves the first T unordered
-        rank = np.argsort(-top_prob, axis=0, kind="stable")
+    if top == 1:
+        order, top_prob = (a[None] for a in class_argmax(prob_map))
+    elif top == 2:
+        order, top_prob = top_two_classes(prob_map)
+    else:
+        order = np.argpartition(-prob_map, top - 1, axis=0)[:top]
+        top_prob = np.take_along_axis(prob_map, order, axis=0)
+        rank = np.argsort(-top_prob, axis=0, kind="stable")  # argpartition leaves them unordered
         order = np.take_along_axis(order, rank, axis=0)
         top_prob = np.take_along_axis(top_prob, rank, axis=0)
     top_class = order.astype(np.uint8)
     top_code = quantise_probability(top_prob, shift)
+    if floor > 0 and top > 1:
+        dropped = top_prob[1:] < floor
+        top_class[1:][dropped] = IGNORE_LABEL
+        top_code[1:][dropped] = 0
     if valid is not None:
         top_class[:, ~valid] = IGNORE_LABEL
         top_code[:, ~valid] = 0

@@ -202,9 +202,12 @@ def sisc_inference(net, image, ctx, *, K=50, patch_size=512, seed=0, flip=True, 
     prob_sum = count = None
     if include_si:
         si = predict_batch(net, x[None], ctx, flip)
-        prob_sum = np.zeros(si.shape[1:], dtype=np.float32)
-        count = np.zeros((height, width), dtype=np.float32)
-        accumulate_patches(prob_sum, count, si, np.zeros((1, 2), dtype=np.int64), aggregation)
+        if aggregation == "vote":
+            prob_sum = np.zeros(si.shape[1:], dtype=np.float32)
+            count = np.zeros((height, width), dtype=np.float32)
+            accumulate_patches(prob_sum, count, si, np.zeros((1, 2), dtype=np.int64), aggregation)
+        else:  # the whole-image prediction with count 1 starts the sum (saves a full-size add)
+            prob_sum, count = si[0], np.ones((height, width), dtype=np.float32)
     for start in range(0, K, batch_size):
         chunk = corners[start:start + batch_size]
         patches = np.stack([x[:, y:y + ph, x0:x0 + pw] for y, x0 in chunk])

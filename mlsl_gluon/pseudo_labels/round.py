@@ -33,6 +33,7 @@ from .selection import (
     ThresholdAccumulator,
     apply_spatial_prior,
     dequantise_probability,
+    quantise_probability,
     select_from_top_classes,
 )
 from .weak_labels import pseudo_weak_labels
@@ -67,6 +68,9 @@ def round_settings(*, round_idx, method, K, patch_size, seed, flip, include_si, 
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
         "num_classes": int(num_classes), "prior_digest": prior_digest, "top_classes": int(top_classes),
         "code_shift": int(code_shift),
+        # Lossless only without a prior: then every k_c >= the grid point of 1/C.
+        "second_class_floor": 0.0 if prior is not None else float(
+            dequantise_probability(quantise_probability(1.0 / num_classes, code_shift), code_shift)),
     }
 
 
@@ -74,7 +78,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                            patch_size=512, seed=0, flip=True, include_si=True, aggregation="probability",
                            batch_size=4, longer_side=None, prior=None, class_mean_sizes=None, eta=0.05,
                            cache_path=None, checkpoint_digest="", shard=(0, 1), regenerate=False,
-                           top_classes=1, code_shift=2, save_colour=False):
+                           top_classes=2, code_shift=0, save_colour=False):
     """Pseudo-labels of one round for a target dataset (or one shard of it).
 
     Parameters
@@ -164,7 +168,8 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
-                top_class, top_code = encode_top_classes(prob, top_classes, valid=covered, shift=code_shift)
+                top_class, top_code = encode_top_classes(prob, top_classes, valid=covered, shift=code_shift,
+                                                         floor=settings["second_class_floor"])
                 cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.

@@ -43,6 +43,34 @@ def class_argmax(prob_map):
     return index, best
 
 
+def top_two_classes(prob_map):
+    """The two most probable classes of a (C, H, W) map and their values, by a loop over classes.
+
+    Returns
+    -------
+    index : ndarray
+        (2, H, W) int64, most probable first (the lower class on ties).
+    value : ndarray
+        (2, H, W) of prob_map's dtype.
+    """
+    best = np.array(prob_map[0], copy=True)
+    second = np.full_like(best, -np.inf)
+    best_i = np.zeros(best.shape, dtype=np.int64)
+    second_i = np.zeros(best.shape, dtype=np.int64)
+    for c in range(1, prob_map.shape[0]):
+        p = prob_map[c]
+        new_best = p > best
+        new_second = ~new_best & (p > second)
+        # The old best drops to second where c takes the lead.
+        np.copyto(second, best, where=new_best)
+        np.copyto(second_i, best_i, where=new_best)
+        np.copyto(second, p, where=new_second)
+        second_i[new_second] = c
+        np.copyto(best, p, where=new_best)
+        best_i[new_best] = c
+    return np.stack([best_i, second_i]), np.stack([best, second])
+
+
 def num_probability_codes(shift=0):
     """Number of grid points (histogram bins) of :func:`quantise_probability` with ``shift``."""
     return (_FLOAT16_ONE >> shift) + 1
