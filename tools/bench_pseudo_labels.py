@@ -1,0 +1,239 @@
+"""Benchmark of the pseudo-label step on CPU: cache size, cache-vs-full-precision label agreement,
+peak memory of threshold computation + selection, and the SISC overhead over the bare forwards.
+
+Usage: OMP_NUM_THREADS=1 python tools/bench_pseudo_labels.py [--width 0.0625] [--K 4] [--runs 3]
+
+Images are 1024x2048 with 19 classes: the Cityscapes sample and the GTA5 sample (resized) of
+../shared/data/real_samples when present, else seeded random images. The network is a
+reduced-width MLSLNet with random weights. Figures are printed; the last line is one JSON object.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REAL_SAMPLES = HERE.parent.parent / "shared" / "data" / "real_samples"
+HEIGHT, WIDTH, CLASSES = 1024, 2048, 19
+
+
+def peak_rss_mb():
+    """Peak RSS of this process in MB: VmHWM, which starts afresh at exec (ru_maxrss on Linux
+    carries over the high-water mark of the forked parent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_worker(num_images, seed=0):
+    """Child process: thresholds + selection over ``num_images`` synthetic cached maps; peak RSS MB.
+
+    The maps are what the round's pass 2 reads from the cache (argmax class and 16-bit code per
+    pixel at 1024x2048), generated on the fly; pass 1 accumulates the threshold histograms and
+    pass 2 selects, exactly as combine_pseudo_label_round does, minus the HDF5 reads.
+    """
+    from mlsl_gluon.pseudo_labels.selection import (
+        ThresholdAccumulator,
+        dequantise_probability,
+        num_probability_codes,
+        select_from_top_classes,
+    )
+
+    shift = 2
+
+    def cached_map(i):
+        rng = np.random.default_rng([seed, i])
+        blocks = rng.integers(0, CLASSES, size=(HEIGHT // 64, WIDTH // 64), dtype=np.uint8)
+        top_class = np.repeat(np.repeat(blocks, 64, axis=0), 64, axis=1)[None]
+        top_code = rng.integers(num_probability_codes(shift) // 2, num_probability_codes(shift),
+                                size=(1, HEIGHT, WIDTH), dtype=np.uint16)
+        return top_class, top_code
+
+    acc = ThresholdAccumulator(CLASSES, shift)
+    for i in range(num_images):
+        top_class, top_code = cached_map(i)
+        acc.update_codes(top_class[0], top_code[0])
+    k = acc.thresholds(0.3)
+    selected = 0
+    for i in range(num_images):
+        top_class, top_code = cached_map(i)
+        label = select_from_top_classes(top_class, dequantise_probability(top_code, shift), k)
+        selected += int((label != 255).sum())
+    peak_mb = peak_rss_mb()
+    print(json.dumps({"images": num_images, "peak_rss_mb": peak_mb, "selected": selected}))
+
+
+def load_images():
+    import cv2
+
+    city = REAL_SAMPLES / "cityscapes" / "leftImg8bit" / "train" / "aachen" / \
+        "aachen_000000_000019_leftImg8bit.png"
+    gta = REAL_SAMPLES / "gta5" / "images" / "00005.png"
+    if city.is_file() and gta.is_file():
+        images = [cv2.imread(str(p))[:, :, ::-1] for p in (city, gta)]
+        return [cv2.resize(np.ascontiguousarray(im), (WIDTH, HEIGHT)) for im in images], "real samples"
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(2)], "random"
+
+
+class InMemoryTarget:
+    def __init__(self, images, names):
+        self.images, self.names, self.num_classes = images, names, CLASSES
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], None, self.names[i]
+
+
+def exact_thresholds(prob_maps, portion):
+    pred = np.concatenate([p.argmax(0).ravel() for p in prob_maps])
+    conf = np.concatenate([p.max(0).ravel() for p in prob_maps])
+    k = np.ones(CLASSES)
+    for c in range(CLASSES):
+        values = np.sort(conf[pred == c])[::-1]
+        rank = int(np.floor(len(values) * portion))
+        if rank:
+            k[c] = values[rank - 1]
+    return k
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=1 / 16)
+    parser.add_argument("--K", type=int, default=4)
+    parser.add_argument("--patch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rss-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_worker is not None:
+        rss_worker(args.rss_worker)
+        return
+
+    import mxnet as mx
+
+    from mlsl_gluon.data.transforms import normalize
+    from mlsl_gluon.model import MLSLNet, init_params
+    from mlsl_gluon.pseudo_labels import (
+        ProbabilityCache,
+        ThresholdAccumulator,
+        dequantise_probability,
+        encode_top_classes,
+        patch_seed,
+        predict_batch,
+        quantise_probability,
+        run_pseudo_label_round,
+        sample_patch_corners,
+        select_from_top_classes,
+        select_pseudo_labels,
+        sisc_inference,
+    )
+
+    ctx = mx.cpu()
+    mx.random.seed(0)
+    net = MLSLNet(num_classes=CLASSES, width=args.width, with_classifier=False)
+    init_params(net, ctx=ctx)
+    net.hybridize(static_alloc=True)
+    images, origin = load_images()
+    names = [f"bench/image_{i}" for i in range(len(images))]
+    sisc = dict(K=args.K, patch_size=args.patch_size, flip=True, batch_size=args.batch_size)
+    print(f"network MLSLNet width={args.width:g}, {CLASSES} classes, random weights; images: "
+          f"{len(images)} x {HEIGHT}x{WIDTH} ({origin}); SISC K={args.K}, patch {args.patch_size}, "
+          f"flip, batch {args.batch_size}")
+    predict_batch(net, normalize(images[0][:64, :64])[None], ctx)  # build the cached graph
+
+    # 1. Cache size and agreement with full-precision labels (exact sort-based thresholds on the
+    # float32 SISC maps), for the round's default cache settings and for a compact variant.
+    probs = [sisc_inference(net, image, ctx, seed=patch_seed(0, name), **sisc)
+             for name, image in zip(names, images)]
+    floor = float(dequantise_probability(quantise_probability(1.0 / CLASSES)))
+    variants = (("default (top 2 classes, float16 grid)", 2, 0, floor),
+                ("compact (top 1 class, grid shift 2)", 1, 2, 0.0))
+    figures = {}
+    for title, top, shift, floor in variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
+            for name, (prob, covered) in zip(names, probs):
+                cache.write(name, *encode_top_classes(prob, top, valid=covered, shift=shift, floor=floor))
+            sizes = [int(cache.entry_nbytes(n)) for n in names]
+            entries = [cache.read(n) for n in names]
+            cache.close()
+        print(f"{title}: cache bytes per image {sizes} ({max(sizes) / 2**20:.2f} MiB; float32 would be "
+              f"{CLASSES * HEIGHT * WIDTH * 4 / 2**20:.0f} MiB)")
+        agreements = []
+        for portion in (0.15, 0.3, 0.5):
+            exact = exact_thresholds([p for p, _ in probs], portion)
+            reference = [select_pseudo_labels(p, exact) for p, _ in probs]
+            acc = ThresholdAccumulator(CLASSES, shift=shift)
+            for top_class, top_code, _ in entries:
+                acc.update_codes(top_class[0], top_code[0], valid=top_class[0] != 255)
+            k = acc.thresholds(portion)
+            cached = [select_from_top_classes(c, dequantise_probability(code, shift), k)
+                      for c, code, _ in entries]
+            agree = float(np.mean([np.mean(a == b) for a, b in zip(cached, reference)]))
+            agreements.append(agree)
+            print(f"  portion {portion}: labels from the cache agree with full-precision labels on "
+                  f"{agree:.6f} of pixels ({np.mean([np.mean(r != 255) for r in reference]):.3f} "
+                  f"labelled; max |k_cache - k_exact| = {np.abs(k - exact).max():.1e})")
+        figures[top, shift] = (max(sizes), min(agreements))
+    del probs
+
+    # 2. Peak RSS of thresholds + selection over 100 and 500 images, each in its own process.
+    rss = {}
+    for n in (100, 500):
+        start = time.time()
+        out = subprocess.run([sys.executable, __file__, "--rss-worker", str(n)], check=True,
+                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        rss[str(n)] = round(json.loads(out)["peak_rss_mb"], 1)
+        print(f"thresholds + selection over {n} cached 1024x2048 maps: peak RSS {rss[str(n)]} MB "
+              f"({time.time() - start:.0f} s)")
+
+    # 3. Whole SISC pass (pass 1 of the round: inference, aggregation, encoding, cache writes)
+    # against the same network calls alone, on the first image.
+    image, name = images[0], names[0]
+    x = normalize(image)
+    corners, (ph, pw) = sample_patch_corners(HEIGHT, WIDTH, args.patch_size, args.K, patch_seed(0, name))
+    batches = [x[None]] + [np.stack([x[:, y:y + ph, c:c + pw] for y, c in corners[s:s + args.batch_size]])
+                           for s in range(0, args.K, args.batch_size)]
+    whole, forwards = [], []
+    for _ in range(args.runs):
+        start = time.time()
+        for batch in batches:
+            predict_batch(net, batch, ctx, flip=True)
+        forwards.append(time.time() - start)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.time()
+            # Shard 0 of 2 of a one-image set: pass 1 only (inference + cache), no selection.
+            run_pseudo_label_round(net, InMemoryTarget([image], [name]), tmp, round_idx=0, portion=0.3,
+                                   ctx=ctx, seed=0, shard=(0, 2), **sisc)
+            whole.append(time.time() - start)
+    ratio = statistics.median(whole) / statistics.median(forwards)
+    print(f"SISC pass per image: {[round(t, 2) for t in whole]} s; forwards alone: "
+          f"{[round(t, 2) for t in forwards]} s; median ratio {ratio:.3f}")
+
+    result = {
+        "cache_bytes_per_image": int(figures[2, 0][0]),
+        "label_agreement": round(figures[2, 0][1], 6),
+        "selection_peak_rss_mb": rss,
+        "sisc_overhead_ratio": round(ratio, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
