@@ -108,3 +108,14 @@ def test_batches_resume_identically(pseudo_dir):
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(full, other_epoch))
     # Every item appears exactly once per epoch.
     assert sorted(np.concatenate([b[2].argmax(axis=1) for b in full]).tolist()) == [1, 3, 7, 8, 9, 10, 11]
+
+
+def test_distributed_workers_split_each_global_batch(pseudo_dir):
+    ds = make_set(pseudo_dir)
+    workers = [list(EpochBatches(ds, 2, seed=5, stage=1, epoch=0, shard=(r, 2))) for r in range(2)]
+    assert [len(w) for w in workers] == [2, 2]  # ceil(7 / (2 * 2)) steps each, equal counts
+    assert all(b[0].shape[0] == 2 for w in workers for b in w)
+    classes = np.concatenate([b[2].argmax(axis=1) for w in workers for b in w]).tolist()
+    assert sorted(set(classes)) == [1, 3, 7, 8, 9, 10, 11] and len(classes) == 8  # one item wraps around
+    with pytest.raises(ValueError, match="shard must be"):
+        EpochBatches(ds, 2, seed=5, stage=1, epoch=0, shard=(2, 2))

@@ -175,10 +175,16 @@ class EpochBatches:
     ----------
     dataset : SelfTrainingSet
     batch_size : int
+        Images per step (per worker with a distributed kvstore).
     seed, stage, epoch : int
         Identify the epoch (see the module docstring).
     start_iteration : int
         First batch to produce (a resumed epoch skips the batches already trained on).
+    shard : (int, int)
+        ``(rank, num_workers)`` of a ``dist_*`` kvstore: step ``it`` of every worker covers one
+        global batch of ``batch_size * num_workers`` items, of which this worker takes its
+        slice; the epoch wraps around to its start so that all workers make the same number
+        of steps. ``(0, 1)`` is plain single-process training.
 
     Yields
     ------
@@ -186,23 +192,34 @@ class EpochBatches:
         ``(images float32 (N,3,S,S), label8 float32 (N,S/8,S/8), weak float32 (N,C) or None)``.
     """
 
-    def __init__(self, dataset, batch_size, *, seed, stage, epoch, start_iteration=0):
+    def __init__(self, dataset, batch_size, *, seed, stage, epoch, start_iteration=0, shard=(0, 1)):
         self.dataset, self.batch_size = dataset, batch_size
         self.seed, self.stage, self.epoch = seed, stage, epoch
         self.start_iteration = start_iteration
-        self.total = num_batches(len(dataset), batch_size)
+        self.rank, self.num_workers = int(shard[0]), int(shard[1])
+        if not 0 <= self.rank < self.num_workers:
+            raise ValueError(f"shard must be (rank, num_workers) with 0 <= rank < num_workers, got {shard}")
+        self.total = num_batches(len(dataset), batch_size * self.num_workers)
 
     def __len__(self):
         return max(0, self.total - self.start_iteration)
 
-    def __iter__(self):
+    def _order(self):
         order = epoch_order(len(self.dataset), self.seed, self.stage, self.epoch)
+        if self.num_workers == 1:
+            return order
+        return np.resize(order, self.total * self.batch_size * self.num_workers)  # wraps around
+
+    def __iter__(self):
+        order = self._order()
         key = [self.seed, self.stage, self.epoch]
+        step = self.batch_size * self.num_workers
         for it in range(self.start_iteration, self.total):
-            picked = order[it * self.batch_size:(it + 1) * self.batch_size]
+            start = it * step + self.rank * self.batch_size
+            picked = order[start:start + self.batch_size]
             items = [self.dataset.load(int(i), item_rng(*key, int(i))) for i in picked]
             images = np.stack([item[0] for item in items])
             labels = np.stack([item[1] for item in items])
             weak = np.stack([item[2] for item in items]) if items[0][2] is not None else None
-            mx.random.seed(int(np.random.SeedSequence(key + [it]).generate_state(1)[0] % (2**31)))
+            mx.random.seed(int(np.random.SeedSequence(key + [it, self.rank]).generate_state(1)[0] % (2**31)))
             yield images, labels, weak

@@ -1,11 +1,12 @@
 """One training run from start to DONE: check inputs, open the run folder, dispatch the method."""
 import logging
+from pathlib import Path
 
 from .inputs import open_datasets, weights_kind
 from .rounds import run_rounds
 from .run_folder import RunFolder
 from .source_only import run_source_only
-from .stage import no_event
+from .stage import no_event, process_kvstore, worker_shard
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
         Run folder.
     ctx_list : list of mx.Context
     kvstore : str
+        MXNet kvstore type. With ``dist_*`` every worker runs this same call: rank 0 writes
+        ``out``, rank r > 0 ``out/worker<r>`` (each a full run folder; each labels the whole
+        target set itself); each trains on its shard of every epoch and the gradients of all
+        workers are summed at every step, so all end with the same parameters.
     resume : bool
         Continue the run in ``out`` (its config must be identical).
     on_event : callable
@@ -40,6 +45,11 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
     """
     weights_kind(weights, config.num_classes)
     data = open_datasets(config, data_root)
+    kvstore = process_kvstore(kvstore)
+    rank, _ = worker_shard(kvstore)
+    if rank > 0:
+        # Workers started with one command line share --out on a host: rank 0 owns it.
+        out = Path(out) / f"worker{rank}"
     run = RunFolder(out, config, resume=resume)
     if run.done:
         logger.info("%s already finished; nothing to do", run.path)

@@ -24,7 +24,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
 from .engine import build_trainer, round_learning_rate
 from .inputs import SOURCE_WEIGHTS, InputError, source_statistics, weights_kind
-from .stage import no_event, train_stage
+from .stage import no_event, train_stage, worker_shard
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def evaluate_round(run, config, net, data, ctx_list, out_dirs, metadata, progres
         summary = write_evaluation(out_dir, matrix, metadata)
     run.log("eval", **metadata, miou=summary["miou"], miou13=summary.get("miou13"), iou=summary["iou"],
             class_names=summary["class_names"])
-    logger.info("%s: mIoU %.2f%%", metadata, 100 * (summary["miou"] or 0.0))
+    logger.info("round %s (%s): mIoU %.2f%%", metadata["round"], metadata["method"],
+                100 * (summary["miou"] or 0.0))
     return summary
 
 
@@ -192,7 +193,7 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                             epochs=config.rounds.epochs_per_round, batch_size=config.train.batch_size,
                             seed=config.experiment.seed, lr=lr, loss_options=loss_options(config),
                             checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
-                            on_event=on_event, progress=progress)
+                            on_event=on_event, progress=progress, shard=worker_shard(kvstore))
         # The last round's weights are the final ones: their evaluation is also the run's result.
         out_dirs = [run.path / f"round_{r:02d}" / "eval"] + ([run.path] if r == total_rounds - 1 else [])
         evaluate_round(run, config, net, data, ctx_list, out_dirs,

@@ -11,7 +11,7 @@ from .checkpoint import load_checkpoint
 from .datasets import SelfTrainingSet
 from .engine import build_trainer
 from .rounds import build_network, finish, train_transform
-from .stage import no_event, train_stage
+from .stage import no_event, train_stage, worker_shard
 
 logger = logging.getLogger(__name__)
 
@@ -59,5 +59,5 @@ def run_source_only(run, config, data, weights, ctx_list, *, kvstore="device", o
     train_stage(run, net, trainer, dataset, ctx_list, state=state, epochs=so.epochs, batch_size=so.batch_size,
                 seed=config.experiment.seed, lr=so.lr, loss_options={"use_cls": False},
                 checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
-                on_event=on_event, progress=progress)
+                on_event=on_event, progress=progress, shard=worker_shard(kvstore))
     return finish(run, config, net, data, ctx_list, progress)

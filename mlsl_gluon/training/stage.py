@@ -6,6 +6,8 @@ The checkpoint ``state`` says where the run is: ``{"stage": s, "round": r, "phas
 """
 import logging
 
+import mxnet as mx
+
 from .checkpoint import save_checkpoint
 from .datasets import EpochBatches, num_batches
 from .engine import NonFiniteLossError, train_epoch
@@ -21,8 +23,28 @@ def no_event(event, **info):
     """Default event hook: does nothing (tests inject faults through this hook)."""
 
 
+_DIST_KVSTORES = {}
+
+
+def process_kvstore(kvstore):
+    """The kvstore to train with: a ``dist_*`` type is created once per process (ps-lite starts
+    once) and shared by every trainer of the run; other types stay strings."""
+    if not (isinstance(kvstore, str) and kvstore.startswith("dist")):
+        return kvstore
+    if kvstore not in _DIST_KVSTORES:
+        _DIST_KVSTORES[kvstore] = mx.kv.create(kvstore)
+    return _DIST_KVSTORES[kvstore]
+
+
+def worker_shard(kvstore):
+    """``(rank, num_workers)`` of this process: ``(0, 1)`` unless the kvstore is distributed."""
+    if isinstance(kvstore, mx.kvstore.KVStore) and "dist" in kvstore.type:
+        return kvstore.rank, kvstore.num_workers
+    return 0, 1
+
+
 def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_size, seed, lr,
-                loss_options, checkpoint_every, log_every, on_event=no_event, progress=True):
+                loss_options, checkpoint_every, log_every, on_event=no_event, progress=True, shard=(0, 1)):
     """Train ``epochs`` epochs from the position in ``state``, checkpointing into the run folder.
 
     Parameters
@@ -45,6 +67,8 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_si
         Metrics line and log line every this many iterations.
     on_event : callable
         ``on_event(name, **info)`` after every iteration (``'iteration'``) and epoch (``'epoch_end'``).
+    shard : (int, int)
+        ``(rank, num_workers)`` with a distributed kvstore (see :class:`EpochBatches`).
 
     Returns
     -------
@@ -58,11 +82,11 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_si
         last good state.
     """
     state = dict(state)
-    total = num_batches(len(dataset), batch_size)
+    total = num_batches(len(dataset), batch_size * shard[1])
     while state["epoch"] < epochs:
         epoch, start = state["epoch"], state["iteration"]
         batches = EpochBatches(dataset, batch_size, seed=seed, stage=state["stage"], epoch=epoch,
-                               start_iteration=start)
+                               start_iteration=start, shard=shard)
         where = {"stage": state["stage"], "round": state.get("round"), "epoch": epoch}
 
         def on_iteration(iteration, losses, where=where, epoch=epoch):
