@@ -14,6 +14,7 @@ from mlsl_gluon.training.distributed import dist_environment, free_port, run_loc
 
 WORKER_SCRIPT = textwrap.dedent('''
     """Train a small dropout-free net a few steps; 'dist' = one dist_sync worker, 'single' = reference."""
+    import os
     import sys
 
     import mxnet as mx
@@ -21,7 +22,7 @@ WORKER_SCRIPT = textwrap.dedent('''
     from mxnet import gluon
     from mxnet.gluon import nn
 
-    from mlsl_gluon.training import build_trainer, train_epoch
+    from mlsl_gluon.training import build_trainer, num_workers, round_learning_rate, train_epoch, worker_rank
     from mlsl_gluon.training.distributed import shard_indices
 
     NUM_SAMPLES, LOCAL_BATCH, NUM_WORKERS, C, SIZE = 8, 2, 2, 4, 16
@@ -53,26 +54,31 @@ WORKER_SCRIPT = textwrap.dedent('''
         return [(images[i], label8[i], weak[i]) for i in indices_per_step]
 
 
-    def main(out_path, mode):
-        if mode == "dist":
-            kv = mx.kv.create("dist_sync")
-            rank = kv.rank
-            shard = shard_indices(NUM_SAMPLES, rank, kv.num_workers)
-            steps = [shard[s:s + LOCAL_BATCH] for s in range(0, len(shard), LOCAL_BATCH)]
-        else:
-            kv, rank = "device", 0
-            shards = [shard_indices(NUM_SAMPLES, r, NUM_WORKERS) for r in range(NUM_WORKERS)]
-            steps = [np.concatenate([s[t:t + LOCAL_BATCH] for s in shards])
-                     for t in range(0, len(shards[0]), LOCAL_BATCH)]
-        # Different initial values per worker: the kvstore must broadcast rank 0's.
-        mx.random.seed(rank)
+    def main(out_dir, mode):
+        # A different initialisation in every process: the kvstore must give all rank 0's.
+        mx.random.seed(0 if mode == "single" else os.getpid())
         net = Net()
         net.initialize(mx.init.Xavier(), ctx=mx.cpu())
         net(mx.nd.zeros((1, 3, SIZE, SIZE)))
-        trainer = build_trainer(net, [mx.cpu()], lr=0.1, kvstore=kv)
-        for _ in range(2):
+        if mode == "single":
+            net.load_parameters(os.path.join(out_dir, "init0.params"))
+        # Two "rounds", a new trainer each, as the round runner does (one kvstore per process).
+        for round_idx in range(2):
+            lr = round_learning_rate(0.1, round_idx)
+            if mode == "dist":
+                trainer = build_trainer(net, [mx.cpu()], lr=lr, kvstore="dist_sync")
+                rank, workers = worker_rank(trainer), num_workers(trainer)
+                if round_idx == 0:
+                    net.save_parameters(os.path.join(out_dir, f"init{rank}.params"))
+                shard = shard_indices(NUM_SAMPLES, rank, workers)
+                steps = [shard[s:s + LOCAL_BATCH] for s in range(0, len(shard), LOCAL_BATCH)]
+            else:
+                trainer, rank = build_trainer(net, [mx.cpu()], lr=lr, kvstore="device"), 0
+                shards = [shard_indices(NUM_SAMPLES, r, NUM_WORKERS) for r in range(NUM_WORKERS)]
+                steps = [np.concatenate([s[t:t + LOCAL_BATCH] for s in shards])
+                         for t in range(0, len(shards[0]), LOCAL_BATCH)]
             stats = train_epoch(net, trainer, batches(steps), [mx.cpu()], use_cls=True, progress=False)
-        net.save_parameters(out_path.replace("RANK", str(rank)))
+        net.save_parameters(os.path.join(out_dir, f"{mode}{rank}.params"))
         print("rank", rank, "steps", [list(map(int, s)) for s in steps], "loss", stats["total"])
 
 
@@ -118,19 +124,22 @@ def run_in_process(script, *argv):
 def test_two_dist_sync_workers_end_with_identical_parameters(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
-    outputs = run_local_cluster([sys.executable, str(script), str(tmp_path / "workerRANK.params"), "dist"],
+    outputs = run_local_cluster([sys.executable, str(script), str(tmp_path), "dist"],
                                 num_workers=2, timeout=150, log_dir=str(tmp_path))
     assert len(outputs) == 2
-    run_in_process(script, str(tmp_path / "singleRANK.params"), "single")
-    worker0, worker1 = load_params(tmp_path / "worker0.params"), load_params(tmp_path / "worker1.params")
+    init0, init1 = load_params(tmp_path / "init0.params"), load_params(tmp_path / "init1.params")
+    for name in init0:
+        np.testing.assert_array_equal(init0[name], init1[name], err_msg=name)
+    run_in_process(script, str(tmp_path), "single")
+    worker0, worker1 = load_params(tmp_path / "dist0.params"), load_params(tmp_path / "dist1.params")
     single = load_params(tmp_path / "single0.params")
     assert worker0.keys() == worker1.keys() == single.keys()
     moved = False
     for name in worker0:
         np.testing.assert_array_equal(worker0[name], worker1[name], err_msg=name)
         np.testing.assert_allclose(worker0[name], single[name], rtol=1e-5, atol=1e-6, err_msg=name)
-        moved |= not np.allclose(worker0[name], 0.0)
-    assert moved
+        moved |= not np.allclose(worker0[name], init0[name])
+    assert moved, "training must change the parameters"
     assert any("rank 0" in out for out in outputs) and any("rank 1" in out for out in outputs)
 
 

@@ -3,9 +3,11 @@ from mlsl_gluon.training.checkpoint import CheckpointError, load_checkpoint, rea
 from mlsl_gluon.training.engine import (
     NonFiniteLossError,
     build_trainer,
+    num_workers,
     round_learning_rate,
     set_learning_rate,
     train_epoch,
+    worker_rank,
 )
 
 __all__ = [
@@ -13,11 +15,13 @@ __all__ = [
     "NonFiniteLossError",
     "build_trainer",
     "load_checkpoint",
+    "num_workers",
     "read_checkpoint",
     "round_learning_rate",
     "save_checkpoint",
     "set_learning_rate",
     "train_epoch",
+    "worker_rank",
 ]
 
 # --- rounds ---

@@ -4,6 +4,7 @@
 is the per-round schedule, ``train_epoch`` runs one pass over a batch iterator. Nothing here
 knows about rounds, configs or files: the round runner owns those.
 """
+import atexit
 import logging
 import math
 import time
@@ -66,8 +67,9 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     variance) are not given to the trainer, so they stay frozen. Updates always run on the
     workers (``update_on_kvstore=False``): the kvstore only sums gradients, so the learning
     rate can change between rounds and optimiser states can be saved, also with ``dist_sync``.
-    With a ``dist_*`` kvstore every worker must call this (it waits for all of them) and ends
-    with rank 0's parameter values.
+    With a ``dist_*`` kvstore every worker must call this (it waits for all of them); the
+    first call of a process gives every worker rank 0's parameter values, later calls (a new
+    trainer per round) reuse the process's kvstore and must train the same network.
 
     Parameters
     ----------
@@ -106,16 +108,56 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     # Index-keyed multipliers survive pickling of the optimiser (its param_dict does not).
     optimizer.set_lr_mult(lr_mult)
     optimizer.set_wd_mult(wd_mult)
-    distributed = isinstance(kvstore, str) and kvstore.startswith("dist")
-    store = mx.kv.create(kvstore) if distributed else kvstore
+    store = _process_kvstore(kvstore)
     trainer = gluon.Trainer(params, optimizer, kvstore=store, update_on_kvstore=False)
     if isinstance(store, mx.kvstore.KVStore) and "dist" in store.type:
-        # Gluon would create the kvstore (and broadcast rank 0's weights) only at the first
-        # step, after the first backward: each worker's first gradient would then come from
-        # its own initial weights. Broadcast now, while all workers wait in build_trainer.
-        trainer._init_kvstore()
-        trainer._init_params()
+        _initialise_distributed(trainer, store)
     return trainer
+
+
+#: Distributed kvstores of this process, by type: ps-lite starts once per process, so every
+#: trainer (e.g. one per round) must share the first one.
+_DIST_KVSTORES = {}
+#: Distributed kvstores whose keys (parameter indices) are already initialised on the servers.
+_INITIALISED_KVSTORES = []
+
+
+@atexit.register
+def _release_kvstores():
+    # A distributed kvstore still alive at interpreter shutdown (held by a trainer in a global
+    # or a traceback) blocks the exit: its destructor waits for the other nodes after MXNet's
+    # engine has stopped. Free them here, before MXNet's own exit hook (registered earlier,
+    # so it runs later); the emptied handle makes the later __del__ a no-op (delete NULL).
+    stores = list(_DIST_KVSTORES.values())
+    stores += [s for s in _INITIALISED_KVSTORES if not any(s is t for t in stores)]
+    _DIST_KVSTORES.clear()
+    del _INITIALISED_KVSTORES[:]
+    for store in stores:
+        if store.handle:
+            mx.base.check_call(mx.base._LIB.MXKVStoreFree(store.handle))
+            store.handle = mx.base.KVStoreHandle()
+
+
+def _process_kvstore(kvstore):
+    if not (isinstance(kvstore, str) and kvstore.startswith("dist")):
+        return kvstore
+    if kvstore not in _DIST_KVSTORES:
+        _DIST_KVSTORES[kvstore] = mx.kv.create(kvstore)
+    return _DIST_KVSTORES[kvstore]
+
+
+def _initialise_distributed(trainer, store):
+    """Create the trainer's kvstore link now and make all workers start from rank 0's weights."""
+    # Gluon would do this lazily at the first step, after the first backward, so each
+    # worker's first gradient would come from its own initial weights.
+    trainer._init_kvstore()
+    if any(known is store for known in _INITIALISED_KVSTORES):
+        # A later trainer of the same process (next round): the servers hold these keys and
+        # the workers' parameters are already equal. Initialising a key twice would block.
+        trainer._params_to_init = []
+        return
+    trainer._init_params()
+    _INITIALISED_KVSTORES.append(store)
 
 
 def round_learning_rate(base_lr, round_idx):
@@ -147,6 +189,12 @@ def num_workers(trainer):
     # build_trainer always hands a created KVStore object to the trainer for distributed types.
     store = trainer._kvstore_params["kvstore"]
     return store.num_workers if isinstance(store, mx.kvstore.KVStore) else 1
+
+
+def worker_rank(trainer):
+    """Rank of this process among the ``dist_*`` workers (0 for a local kvstore)."""
+    store = trainer._kvstore_params["kvstore"]
+    return store.rank if isinstance(store, mx.kvstore.KVStore) else 0
 
 
 def _as_ndarray(array):
