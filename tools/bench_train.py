@@ -11,21 +11,15 @@ The last line printed is one JSON object with all figures.
 """
 import argparse
 import json
-import logging
 import os
 import statistics
-import sys
 import time
 
 import mxnet as mx
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mlsl_gluon.model import MLSLNet, init_params  # noqa: E402
-from mlsl_gluon.training import build_trainer, train_epoch  # noqa: E402
-
-logger = logging.getLogger("bench_train")
+from mlsl_gluon.model import MLSLNet, init_params
+from mlsl_gluon.training import build_trainer, train_epoch
 
 
 def synthetic_batches(num, batch_size, size, num_classes, seed=0):
