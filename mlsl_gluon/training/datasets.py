@@ -127,12 +127,12 @@ class SelfTrainingSet:
         self.weak_labels = {}
         if target is not None:
             self.pseudo_dir = Path(pseudo_dir)
-            self.weak_labels = read_pseudo_labels(self.pseudo_dir)
-            target_names = target.names
-            missing = [n for n in target_names if n not in self.weak_labels]
-            if missing:
-                raise ValueError(f"{self.pseudo_dir / 'weak_labels.json'} has no entry for {len(missing)} "
-                                 f"target images, e.g. {missing[0]!r}")
+            if with_weak_labels and per_crop_weak_labels is None:
+                self.weak_labels = read_pseudo_labels(self.pseudo_dir)
+                missing = [n for n in target.names if n not in self.weak_labels]
+                if missing:
+                    raise ValueError(f"{self.pseudo_dir / 'weak_labels.json'} has no entry for "
+                                     f"{len(missing)} target images, e.g. {missing[0]!r}")
             self.items += [("target", i) for i in range(len(target))]
 
     def __len__(self):
@@ -152,7 +152,7 @@ class SelfTrainingSet:
         if label.shape != image.shape[:2]:
             raise ValueError(f"pseudo-label {label_path} is {label.shape}, "
                              f"image {name!r} is {image.shape[:2]}")
-        return image, label, self.weak_labels[name]
+        return image, label, self.weak_labels.get(name)
 
     def load(self, index, rng):
         """One augmented item ``(img (3,S,S), label8 (S/8,S/8), weak (C,) or None)``."""

@@ -102,7 +102,8 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
         seed=patch_seed_of_round(config.experiment.seed, round_idx),
         flip=pl.flip, include_si=pl.include_si_released, aggregation=pl.aggregation, batch_size=pl.batch_size,
         longer_side=pl.longer_side, prior=stats["spatial_prior"] if pl.spatial_prior else None,
-        class_mean_sizes=stats["class_mean_sizes"], eta=pl.eta, cache_path=out_dir / "probabilities.h5",
+        class_mean_sizes=stats["class_mean_sizes"] if config.use_pwl else None, eta=pl.eta,
+        cache_path=out_dir / "probabilities.h5",
         checkpoint_digest=file_digest(weights_file), shard=shard or (0, 1), regenerate=False)
     run.log("pseudo_labels", round=round_idx, portion=portion, stats=_jsonable(result))
     return result
@@ -167,7 +168,9 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
         raise InputError(f"--weights {weights} holds no segmentation head (an ImageNet model?): the "
                          f"{config.experiment.method} rounds start from a source model such as "
                          f"{SOURCE_WEIGHTS[config.experiment.source]}; train one with --method source-only")
-    stats = source_statistics(run, config, data.source)
+    # Eq. 4 sizes (PWL) and the spatial prior need one pass over the source labels.
+    needed = config.use_pwl or config.pseudo_label.spatial_prior
+    stats = source_statistics(run, config, data.source) if needed else None
     state, pseudo_weights = initial_state(), Path(weights)
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net)
