@@ -28,11 +28,11 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # Paper Tables 1 (GTA5) and 2 (SYNTHIA): every row, resumable, then ours beside the paper's.
-#   make reproduce-table1 DATA_ROOT=/data WEIGHTS_DIR=/weights [REPRO_OUT=runs/table1]
+#   make reproduce-table1 DATA_ROOT=/data WEIGHTS_DIR=/weights [CTX=gpu:0] [REPRO_OUT=runs/table1]
 #   make reproduce-table1 SMOKE=1   (tiny generated data, reduced sizes, CPU, a few minutes)
 .PHONY: reproduce-table1 reproduce-table2
 REPRO_OUT ?= runs/$(subst reproduce-,,$@)$(if $(SMOKE),-smoke,)
 reproduce-table1 reproduce-table2: $(STAMP)
 	@$(if $(SMOKE),,$(if $(and $(DATA_ROOT),$(WEIGHTS_DIR)),,$(error set DATA_ROOT=<folder with GTA5/ SYNTHIA/ Cityscapes/> and WEIGHTS_DIR=<folder with the CBST source models>, or SMOKE=1)))
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/reproduce.py $(subst reproduce-,,$@) --out $(REPRO_OUT) \
-		$(if $(SMOKE),--smoke,--data-root "$(DATA_ROOT)" --weights-dir "$(WEIGHTS_DIR)")
+		$(if $(SMOKE),--smoke,--data-root "$(DATA_ROOT)" --weights-dir "$(WEIGHTS_DIR)" --ctx $(or $(CTX),cpu))

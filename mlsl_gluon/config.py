@@ -274,6 +274,8 @@ def load_config(path=None, overrides=(), source=None, method=None):
         if cli_value is not None and from_file is not None and cli_value != from_file:
             raise ConfigError(f"{origin}: experiment.{name} is {from_file!r} "
                               f"but --{name} {cli_value!r} was given")
+        if cli_value is not None and from_set and from_set[-1] != cli_value:
+            raise ConfigError(f"--set experiment.{name}={from_set[-1]} contradicts --{name} {cli_value}")
         chosen[name] = from_set[-1] if from_set else cli_value or from_file or getattr(ExperimentConfig, name)
     config = Config()
     _apply(config, method_preset(chosen["source"], chosen["method"]), "preset")

@@ -136,3 +136,8 @@ def test_every_experiment_file_loads(path):
         assert c.train.lambda_cls == float(path.stem.rsplit("_", 1)[1]) and c.use_pwl
     if path.stem.startswith("ablation_eta_"):
         assert c.pseudo_label.eta == float(path.stem.rsplit("_", 1)[1]) and c.use_pwl
+
+
+def test_set_cannot_contradict_cli_source():
+    with pytest.raises(ConfigError, match="contradicts --source gta5"):
+        load_config(overrides=["experiment.source=synthia"], source="gta5")

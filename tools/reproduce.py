@@ -73,23 +73,24 @@ def make_smoke_inputs(root, source):
     return data_root, imagenet
 
 
-def train_command(source, method, data_root, weights, out, overrides):
+def train_command(source, method, data_root, weights, out, overrides, ctx="cpu"):
     """The ``mlsl-gluon train`` arguments of one table row (always resumable) and its run folder."""
     stem = f"{source}_{method.replace('-', '_')}"
     cmd = ["train", "--config", str(ROOT / "experiments" / f"{stem}.yaml"),
            "--data-root", str(data_root), "--weights", str(weights), "--out", str(out / stem),
-           "--ctx", "cpu", "--resume", "--no-progress"]
+           "--ctx", ctx, "--resume"]
     for item in overrides:
         cmd += ["--set", item]
     return cmd, out / stem
 
 
-def reproduce(table, data_root, weights_dir, out, smoke=False, methods=METHODS, extra=()):
+def reproduce(table, data_root, weights_dir, out, smoke=False, methods=METHODS, extra=(), ctx="cpu"):
     """Run the rows of ``table`` and return ``{method: run folder}``."""
     source = TABLES[table]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = list(SMOKE_SIZES if smoke else []) + list(extra)
+    quiet = ["--no-progress"] if smoke else []
     if smoke:
         data_root, imagenet = make_smoke_inputs(out, source)
         source_weights = None
@@ -101,7 +102,9 @@ def reproduce(table, data_root, weights_dir, out, smoke=False, methods=METHODS, 
             weights = imagenet if smoke else source_weights
         else:
             weights = (runs.get("source-only") / "final.params") if smoke else source_weights
-        args, folder = train_command(source, method, data_root, weights, out, overrides)
+        args, folder = train_command(source, method, data_root, weights, out, overrides,
+                                     "cpu" if smoke else ctx)
+        args += quiet
         logger.info("%s %s: mlsl-gluon %s", table, method, " ".join(args))
         # In-process: one interpreter (and one MXNet start-up) for the whole table.
         cli_main(args, standalone_mode=False)
@@ -124,13 +127,15 @@ def main(argv=None):
     parser.add_argument("--weights-dir", help="folder with the CBST source models (not used with --smoke)")
     parser.add_argument("--out", required=True, help="folder receiving one run folder per row and the table")
     parser.add_argument("--smoke", action="store_true", help="tiny generated data, reduced sizes, CPU")
+    parser.add_argument("--ctx", default="cpu", help="devices of the full runs, e.g. gpu:0 or gpu:0,1")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.smoke and not (args.data_root and args.weights_dir):
         parser.error("--data-root and --weights-dir are required without --smoke")
     try:
-        runs = reproduce(args.table, args.data_root, args.weights_dir, args.out, args.smoke, extra=args.extra)
+        runs = reproduce(args.table, args.data_root, args.weights_dir, args.out, args.smoke, extra=args.extra,
+                         ctx=args.ctx)
     except click.ClickException as err:
         sys.exit(f"reproduce {args.table}: {err.format_message()}")
     print_table(args.table, runs, args.out)

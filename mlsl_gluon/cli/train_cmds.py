@@ -43,7 +43,8 @@ file (--config) and --set section.key=value override them.
               help="MXNet kvstore: local, device, dist_sync, dist_device_sync (DMLC_* environment for dist).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last consistent state (refused if the config "
-                   "differs); "
+                   "differs; a finished run is not redone). Give it from the first invocation to make "
+                   "the command re-runnable as is after a crash; "
                    "without it an existing run folder is never overwritten.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (log lines only).")
 def train(source, method, data_root, weights, out, config_file, overrides, ctx, kvstore, resume, no_progress):
