@@ -153,8 +153,8 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
     weights : str or Path
         Source model (CBST ``*_rna-a1_cls*_s8_ep-0000.params`` or a source-only run's output).
     ctx_list : list of mx.Context
-    kvstore : str
-        MXNet kvstore type for the trainer.
+    kvstore : str or mx.kvstore.KVStore
+        For the trainers; a distributed one also shards every epoch over the workers.
     on_event : callable
         ``on_event(name, **info)`` hook: ``'pseudo_done'``, ``'iteration'``, ``'epoch_end'``, ``'round_end'``.
 
@@ -187,6 +187,8 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
             # Step 1 is finished: a resume from here goes straight to training.
             save_checkpoint(run.latest_checkpoint, net, None, state)
             on_event("pseudo_done", round=r)
+        # Every round is its own training session at a fixed lr (CBST's released code restarted
+        # from the saved model each round), so momentum starts from zero in each round.
         trainer = build_trainer(net, ctx_list, lr=lr, momentum=config.train.momentum, wd=config.train.wd,
                                 kvstore=kvstore)
         if state["epoch"] or state["iteration"]:
