@@ -17,12 +17,13 @@ from mlsl_gluon.training import (
     NonFiniteLossError,
     build_trainer,
     load_checkpoint,
+    num_workers,
     round_learning_rate,
     save_checkpoint,
     set_learning_rate,
     train_epoch,
 )
-from mlsl_gluon.training.engine import is_double_lr_parameter, num_workers
+from mlsl_gluon.training.engine import is_double_lr_parameter
 
 C = 5
 SIZE = 32  # crop; labels at stride 8 are 4 x 4

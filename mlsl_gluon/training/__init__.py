@@ -1,13 +1,12 @@
 """Step 2 of MLSL: optimiser groups, the training engine, checkpoints, devices and kvstore."""
 from mlsl_gluon.training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from mlsl_gluon.training.distributed import num_workers, process_kvstore, shard_indices, worker_rank
 from mlsl_gluon.training.engine import (
     NonFiniteLossError,
     build_trainer,
-    num_workers,
     round_learning_rate,
     set_learning_rate,
     train_epoch,
-    worker_rank,
 )
 
 __all__ = [
@@ -16,10 +15,12 @@ __all__ = [
     "build_trainer",
     "load_checkpoint",
     "num_workers",
+    "process_kvstore",
     "read_checkpoint",
     "round_learning_rate",
     "save_checkpoint",
     "set_learning_rate",
+    "shard_indices",
     "train_epoch",
     "worker_rank",
 ]

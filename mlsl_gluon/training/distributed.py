@@ -10,9 +10,9 @@ is a complete server), a worker is the ordinary training command with ``--kvstor
 With ``dist_sync`` each worker trains on its own shard of the data (:func:`shard_indices`, all
 shards the same length so every worker makes the same number of steps); the servers sum the
 gradients of all workers at every step and each worker applies the same update, so all workers
-hold identical parameters. Worker ranks are assigned by the scheduler: read them from the
-created kvstore (``kv = mx.kv.create('dist_sync'); kv.rank, kv.num_workers``) and pass ``kv`` to
-``build_trainer``.
+hold identical parameters. Worker ranks are assigned by the scheduler: read them with
+:func:`worker_rank` / :func:`num_workers` from a trainer, or from ``process_kvstore('dist_sync')``
+(``.rank``, ``.num_workers``: the one kvstore of this process) before building the trainer.
 
 Launching on several hosts
 --------------------------
@@ -49,6 +49,7 @@ worker: the global batch is ``batch size x DMLC_NUM_WORKER``. The port and the w
 (chosen by ps-lite) must be reachable between the hosts. Use ``dist_device_sync`` to also sum
 the gradients of several GPUs of a host on that host first.
 """
+import atexit
 import logging
 import os
 import socket
@@ -57,6 +58,7 @@ import sys
 import tempfile
 import time
 
+import mxnet as mx
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -241,3 +243,77 @@ def _wait_all(procs, deadline):
             names = ", ".join(name for name, _, _ in pending)
             raise TimeoutError(f"dist_sync cluster timed out; still running: {names}")
         time.sleep(0.1)
+
+
+def num_workers(trainer):
+    """Number of worker processes sharing the gradient sum (1 unless the kvstore is ``dist_*``)."""
+    # build_trainer always hands a created KVStore object to the trainer for distributed types.
+    store = trainer._kvstore_params["kvstore"]
+    return store.num_workers if isinstance(store, mx.kvstore.KVStore) else 1
+
+
+def worker_rank(trainer):
+    """Rank of this process among the ``dist_*`` workers (0 for a local kvstore)."""
+    store = trainer._kvstore_params["kvstore"]
+    return store.rank if isinstance(store, mx.kvstore.KVStore) else 0
+
+
+#: Distributed kvstores of this process, by type: ps-lite starts once per process, so every
+#: trainer (e.g. one per round) must share the first one.
+_DIST_KVSTORES = {}
+#: Distributed kvstores whose keys (parameter indices) are already initialised on the servers.
+_INITIALISED_KVSTORES = []
+
+
+@atexit.register
+def _release_kvstores():
+    # A distributed kvstore still alive at interpreter shutdown (held by a trainer in a global
+    # or a traceback) blocks the exit: its destructor waits for the other nodes after MXNet's
+    # engine has stopped. Free them here, before MXNet's own exit hook (registered earlier,
+    # so it runs later); the emptied handle makes the later __del__ a no-op (delete NULL).
+    stores = list(_DIST_KVSTORES.values())
+    stores += [s for s in _INITIALISED_KVSTORES if not any(s is t for t in stores)]
+    _DIST_KVSTORES.clear()
+    del _INITIALISED_KVSTORES[:]
+    for store in stores:
+        if store.handle:
+            mx.base.check_call(mx.base._LIB.MXKVStoreFree(store.handle))
+            store.handle = mx.base.KVStoreHandle()
+
+
+def process_kvstore(kvstore):
+    """The kvstore to hand to a trainer: ``dist_*`` types are created once per process.
+
+    Parameters
+    ----------
+    kvstore : str or mx.kvstore.KVStore
+
+    Returns
+    -------
+    str or mx.kvstore.KVStore
+        ``kvstore`` itself unless it names a distributed type, then this process's instance.
+    """
+    if not (isinstance(kvstore, str) and kvstore.startswith("dist")):
+        return kvstore
+    if kvstore not in _DIST_KVSTORES:
+        _DIST_KVSTORES[kvstore] = mx.kv.create(kvstore)
+    return _DIST_KVSTORES[kvstore]
+
+
+def start_distributed_trainer(trainer, store):
+    """Connect ``trainer`` to the distributed ``store`` now; all workers get rank 0's weights.
+
+    Every worker must call this (it waits for all of them). For a later trainer of the same
+    process and store (the next round), nothing is broadcast: the servers already hold the
+    keys and the workers' parameters are already equal.
+    """
+    # Gluon would do this lazily at the first step, after the first backward, so each
+    # worker's first gradient would come from its own initial weights.
+    trainer._init_kvstore()
+    if any(known is store for known in _INITIALISED_KVSTORES):
+        # A later trainer of the same process (next round): the servers hold these keys and
+        # the workers' parameters are already equal. Initialising a key twice would block.
+        trainer._params_to_init = []
+        return
+    trainer._init_params()
+    _INITIALISED_KVSTORES.append(store)

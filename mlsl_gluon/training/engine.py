@@ -4,7 +4,6 @@
 is the per-round schedule, ``train_epoch`` runs one pass over a batch iterator. Nothing here
 knows about rounds, configs or files: the round runner owns those.
 """
-import atexit
 import logging
 import math
 import time
@@ -14,6 +13,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from mlsl_gluon.losses import classification_bce, mlsl_loss, ohem_cross_entropy, segmentation_cross_entropy
+from mlsl_gluon.training.distributed import num_workers, process_kvstore, start_distributed_trainer
 
 try:
     from tqdm import tqdm
@@ -108,56 +108,11 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     # Index-keyed multipliers survive pickling of the optimiser (its param_dict does not).
     optimizer.set_lr_mult(lr_mult)
     optimizer.set_wd_mult(wd_mult)
-    store = _process_kvstore(kvstore)
+    store = process_kvstore(kvstore)
     trainer = gluon.Trainer(params, optimizer, kvstore=store, update_on_kvstore=False)
     if isinstance(store, mx.kvstore.KVStore) and "dist" in store.type:
-        _initialise_distributed(trainer, store)
+        start_distributed_trainer(trainer, store)
     return trainer
-
-
-#: Distributed kvstores of this process, by type: ps-lite starts once per process, so every
-#: trainer (e.g. one per round) must share the first one.
-_DIST_KVSTORES = {}
-#: Distributed kvstores whose keys (parameter indices) are already initialised on the servers.
-_INITIALISED_KVSTORES = []
-
-
-@atexit.register
-def _release_kvstores():
-    # A distributed kvstore still alive at interpreter shutdown (held by a trainer in a global
-    # or a traceback) blocks the exit: its destructor waits for the other nodes after MXNet's
-    # engine has stopped. Free them here, before MXNet's own exit hook (registered earlier,
-    # so it runs later); the emptied handle makes the later __del__ a no-op (delete NULL).
-    stores = list(_DIST_KVSTORES.values())
-    stores += [s for s in _INITIALISED_KVSTORES if not any(s is t for t in stores)]
-    _DIST_KVSTORES.clear()
-    del _INITIALISED_KVSTORES[:]
-    for store in stores:
-        if store.handle:
-            mx.base.check_call(mx.base._LIB.MXKVStoreFree(store.handle))
-            store.handle = mx.base.KVStoreHandle()
-
-
-def _process_kvstore(kvstore):
-    if not (isinstance(kvstore, str) and kvstore.startswith("dist")):
-        return kvstore
-    if kvstore not in _DIST_KVSTORES:
-        _DIST_KVSTORES[kvstore] = mx.kv.create(kvstore)
-    return _DIST_KVSTORES[kvstore]
-
-
-def _initialise_distributed(trainer, store):
-    """Create the trainer's kvstore link now and make all workers start from rank 0's weights."""
-    # Gluon would do this lazily at the first step, after the first backward, so each
-    # worker's first gradient would come from its own initial weights.
-    trainer._init_kvstore()
-    if any(known is store for known in _INITIALISED_KVSTORES):
-        # A later trainer of the same process (next round): the servers hold these keys and
-        # the workers' parameters are already equal. Initialising a key twice would block.
-        trainer._params_to_init = []
-        return
-    trainer._init_params()
-    _INITIALISED_KVSTORES.append(store)
 
 
 def round_learning_rate(base_lr, round_idx):
@@ -182,19 +137,6 @@ def round_learning_rate(base_lr, round_idx):
 def set_learning_rate(trainer, lr):
     """Set the base learning rate of ``trainer`` (multipliers of the groups are kept)."""
     trainer.set_learning_rate(lr)
-
-
-def num_workers(trainer):
-    """Number of worker processes sharing the gradient sum (1 unless the kvstore is ``dist_*``)."""
-    # build_trainer always hands a created KVStore object to the trainer for distributed types.
-    store = trainer._kvstore_params["kvstore"]
-    return store.num_workers if isinstance(store, mx.kvstore.KVStore) else 1
-
-
-def worker_rank(trainer):
-    """Rank of this process among the ``dist_*`` workers (0 for a local kvstore)."""
-    store = trainer._kvstore_params["kvstore"]
-    return store.rank if isinstance(store, mx.kvstore.KVStore) else 0
 
 
 def _as_ndarray(array):
