@@ -83,6 +83,8 @@ def predict_batch(net, batch, ctx, flip=True):
         if flip:
             prob = 0.5 * (prob + net.predict(x.flip(axis=3)).flip(axis=3))
         outputs.append(prob)
+    if len(outputs) == 1:  # spares a copy of a full-image (C, H, W) volume
+        return outputs[0].asnumpy()
     return np.concatenate([o.asnumpy() for o in outputs], axis=0)
 
 
