@@ -212,3 +212,13 @@ def test_resume_after_sigkill(inputs, reference):
     assert result.exit_code == 0, result.output
     assert max_rel_diff(params_of(out / "final.params"), params_of(reference[0] / "final.params")) <= 1e-5
     assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]
+
+
+def test_two_cpu_contexts(inputs):
+    """Data parallel over two contexts through the whole loop (batch 2 split 1 + 1)."""
+    root, data, weights = inputs
+    out = root / "two_ctx"
+    cfg = load_config(overrides=SIZES + ["rounds.num_rounds=1"], source="synthia", method="sisc")
+    summary = run_experiment(cfg, data, weights, out, [mx.cpu(0), mx.cpu(1)], progress=False)
+    assert (out / "DONE").is_file() and summary["round_miou"].keys() == {"0"}
+    assert [e["images"] for e in events(out, "epoch")] == [6]
