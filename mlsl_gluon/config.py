@@ -66,7 +66,7 @@ class PseudoLabelConfig:
     spatial_prior: bool = True  # CBST-SP: multiply by the source class-location frequency (GTA setting)
     eta: float = 0.05  # PWL threshold: c_pwl_i = 1 if h_t(i) > eta * m_i (Sec. 3.3.1, Table 4)
     per_crop_weak_labels_released: bool = False  # released code: weak labels from each crop's label grid
-    batch_size: int = 1  # images per inference batch
+    batch_size: int = 4  # SISC patches per network call (split over the devices)
     source_stats: Optional[str] = None  # Eq. 4 sizes + spatial prior .npz (null = made in the run folder)
 
 
