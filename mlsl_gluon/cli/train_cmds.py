@@ -8,6 +8,8 @@ from ..training.inputs import LAYOUT_HELP, InputError
 
 logger = logging.getLogger(__name__)
 
+# "\b" keeps click from re-wrapping the layout table, paragraph by paragraph.
+_NO_REWRAP = LAYOUT_HELP.replace("\n\n", "\n\n\b\n")
 _HELP = f"""Train one method end to end into the run folder --out, resumably.
 
 \b
@@ -18,7 +20,7 @@ Defaults are the paper's (6 rounds x 2 epochs, lr 1e-4 / sqrt(2)^r, ...); an exp
 file (--config) and --set section.key=value override them.
 
 \b
-{LAYOUT_HELP}"""
+{_NO_REWRAP}"""
 
 
 @click.command("train", help=_HELP)

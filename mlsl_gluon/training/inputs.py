@@ -32,6 +32,7 @@ data.cityscapes_dir):
   DATA_ROOT/Cityscapes/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png   (cityscapes-dataset.com:
   DATA_ROOT/Cityscapes/gtFine/val/<city>/*_gtFine_labelIds.png             leftImg8bit_trainvaltest.zip,
                                                                            gtFine_trainvaltest.zip)
+
 Weights (--weights): the CBST source model gta_rna-a1_cls19_s8_ep-0000.params (GTA5) or
 synthia_rna-a1_cls16_s8_ep-0000.params (SYNTHIA) from the CBST release (github.com/yzou2/CBST);
 for source-only training from ImageNet, ilsvrc-cls_rna-a1_cls1000_ep-0001.params (ademxapp).
