@@ -119,3 +119,18 @@ def test_distributed_workers_split_each_global_batch(pseudo_dir):
     assert sorted(set(classes)) == [1, 3, 7, 8, 9, 10, 11] and len(classes) == 8  # one item wraps around
     with pytest.raises(ValueError, match="shard must be"):
         EpochBatches(ds, 2, seed=5, stage=1, epoch=0, shard=(2, 2))
+
+
+def test_run_folder_drops_a_half_written_log_line(tmp_path):
+    from mlsl_gluon.config import load_config
+    from mlsl_gluon.training.run_folder import RunFolder
+
+    config = load_config()
+    run = RunFolder(tmp_path / "run", config)
+    run.log("train", iteration=0, seg=1.0)
+    with open(run.path / "metrics.jsonl", "a") as stream:
+        stream.write('{"event": "train", "iter')  # killed mid-write
+    again = RunFolder(tmp_path / "run", config, resume=True)
+    again.log("train", iteration=1, seg=0.5)
+    assert [r["iteration"] for r in again.read_log("train")] == [0, 1]
+    assert len(json.loads((run.path / "run.json").read_text())) == 2  # one provenance record per start

@@ -78,6 +78,7 @@ class RunFolder:
                                   f"command's configuration in " + "; ".join(differences))
             logger.info("resuming the run in %s", self.path)
             self.resumed = True
+            self._drop_partial_log_line()
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             self.resumed = False
@@ -85,6 +86,17 @@ class RunFolder:
             os.replace(self.path / "config.yaml.tmp", config_file)
         self.checkpoint_dir.mkdir(exist_ok=True)
         self._write_provenance()
+
+    def _drop_partial_log_line(self):
+        # A run killed while appending leaves half a line; the next record must not extend it.
+        log_file = self.path / "metrics.jsonl"
+        if not log_file.is_file():
+            return
+        text = log_file.read_bytes()
+        if text and not text.endswith(b"\n"):
+            with open(log_file, "r+b") as stream:
+                stream.truncate(text.rfind(b"\n") + 1)
+            logger.warning("%s: dropped a line cut short when the run was killed", log_file)
 
     def _write_provenance(self):
         record = {"package": "mlsl-gluon", "version": __version__, "git_hash": git_hash(),
