@@ -1,6 +1,6 @@
 """Appearance of a scene in one domain: palette, texture, illumination, optics and sensor.
 
-The source domain imitates a game engine (flat shading, saturated clean colours); the target
+The source domain imitates a game engine (clean shading, saturated colours, faint textures); the target
 imitates a car camera (a different, duller palette, surface texture, an illumination gradient
 and colour cast per frame, lens blur and sensor noise). Class colours move between domains but
 stay distinct within each, so the shift is learnable from unlabeled target images.
@@ -38,6 +38,7 @@ class Look:
     windows: bool  # facade window grid (a texture with structure, not just noise)
     illumination: float  # strength of the per-frame illumination gradient (0 = none)
     colour_cast: float  # max per-channel gain deviation of the per-frame white balance
+    exposure: tuple  # (low, high) per-frame global gain: time of day / camera exposure
     blur_sigma: tuple  # (low, high) Gaussian lens blur sigma in pixels (0 = none)
     noise_sigma: tuple  # (low, high) std of additive Gaussian sensor noise (0..255)
 
@@ -120,6 +121,7 @@ def render(rng, scene, look):
         img *= light[..., None]
     if look.colour_cast:
         img *= rng.uniform(1 - look.colour_cast, 1 + look.colour_cast, 3).astype(np.float32)
+    img *= np.float32(rng.uniform(*look.exposure))
     sigma = rng.uniform(*look.blur_sigma)
     if sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -129,25 +131,27 @@ def render(rng, scene, look):
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-# "Game engine": saturated flat colours, every car/person a vivid random hue, no camera effects.
+# "Game engine": saturated colours with clean, faint surface textures, cars/persons in mostly
+# vivid random hues, a time of day per frame, no camera effects (no blur, no sensor noise).
 SOURCE_LOOK = Look(
     palette={ROAD: (75, 75, 85), SIDEWALK: (190, 140, 180), BUILDING: (190, 100, 70),
              VEGETATION: (50, 180, 50), TERRAIN: (170, 210, 90), SKY: (90, 170, 250),
-             POLE: (235, 215, 60), EGO_VEHICLE: (0, 0, 0)},
-    jitter=12.0, object_saturation=(0.7, 1.0), object_value=(0.6, 1.0),
+             POLE: (170, 170, 185), EGO_VEHICLE: (0, 0, 0)},
+    jitter=12.0, object_saturation=(0.35, 1.0), object_value=(0.35, 1.0),
     sign_colours=((230, 40, 40), (40, 70, 220), (240, 200, 30)),
-    texture={}, windows=False, illumination=0.0, colour_cast=0.0,
+    texture={ROAD: 6.0, SIDEWALK: 8.0, BUILDING: 5.0, VEGETATION: 15.0, TERRAIN: 10.0}, windows=True,
+    illumination=0.0, colour_cast=0.0, exposure=(0.85, 1.15),
     blur_sigma=(0.0, 0.0), noise_sigma=(0.0, 0.0),
 )
 
 # "Car camera": overcast palette, textured surfaces, dull objects, per-frame light and cast.
 TARGET_LOOK = Look(
     palette={ROAD: (110, 105, 100), SIDEWALK: (155, 145, 150), BUILDING: (150, 125, 110),
-             VEGETATION: (80, 115, 55), TERRAIN: (135, 145, 85), SKY: (200, 212, 228),
-             POLE: (100, 100, 110), EGO_VEHICLE: (35, 35, 40)},
-    jitter=18.0, object_saturation=(0.0, 0.5), object_value=(0.15, 0.8),
+             VEGETATION: (80, 115, 55), TERRAIN: (135, 145, 85), SKY: (170, 195, 228),
+             POLE: (95, 95, 105), EGO_VEHICLE: (35, 35, 40)},
+    jitter=18.0, object_saturation=(0.0, 0.6), object_value=(0.15, 0.85),
     sign_colours=((200, 45, 45), (45, 85, 170), (215, 195, 70), (150, 150, 150)),
     texture={ROAD: 18.0, SIDEWALK: 22.0, BUILDING: 15.0, VEGETATION: 40.0, TERRAIN: 30.0},
-    windows=True, illumination=0.25, colour_cast=0.06,
-    blur_sigma=(0.4, 1.0), noise_sigma=(3.0, 8.0),
+    windows=True, illumination=0.25, colour_cast=0.06, exposure=(0.8, 1.1),
+    blur_sigma=(0.3, 0.9), noise_sigma=(2.0, 6.0),
 )

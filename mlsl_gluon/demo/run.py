@@ -46,7 +46,7 @@ class DemoSettings:
     n_target_val: int = 30  # labeled target frames scored on (never read by the adaptation)
     width: float = 0.0625  # ResNet-38 channel multiplier (1.0 = the paper's network)
     crop_size: int = 128  # training crop side (paper 504 on 1024x2048 frames)
-    source_epochs: int = 20  # source-only training epochs (from a random trunk)
+    source_epochs: int = 30  # source-only training epochs (from a random trunk)
     source_lr: float = 0.02  # source-only SGD learning rate, fixed
     source_batch_size: int = 8  # source-only images per step
     num_rounds: int = 3  # self-training rounds (paper 6)
