@@ -2,11 +2,12 @@
 import logging
 from pathlib import Path
 
+from .distributed import process_kvstore
 from .inputs import open_datasets, weights_kind
 from .rounds import run_rounds
 from .run_folder import RunFolder
 from .source_only import run_source_only
-from .stage import no_event, process_kvstore, worker_shard
+from .stage import no_event, worker_shard
 
 logger = logging.getLogger(__name__)
 

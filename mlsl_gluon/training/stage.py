@@ -23,21 +23,11 @@ def no_event(event, **info):
     """Default event hook: does nothing (tests inject faults through this hook)."""
 
 
-_DIST_KVSTORES = {}
-
-
-def process_kvstore(kvstore):
-    """The kvstore to train with: a ``dist_*`` type is created once per process (ps-lite starts
-    once) and shared by every trainer of the run; other types stay strings."""
-    if not (isinstance(kvstore, str) and kvstore.startswith("dist")):
-        return kvstore
-    if kvstore not in _DIST_KVSTORES:
-        _DIST_KVSTORES[kvstore] = mx.kv.create(kvstore)
-    return _DIST_KVSTORES[kvstore]
-
-
 def worker_shard(kvstore):
-    """``(rank, num_workers)`` of this process: ``(0, 1)`` unless the kvstore is distributed."""
+    """``(rank, num_workers)`` of this process: ``(0, 1)`` unless the kvstore is distributed.
+
+    ``kvstore`` is what :func:`mlsl_gluon.training.distributed.process_kvstore` returned.
+    """
     if isinstance(kvstore, mx.kvstore.KVStore) and "dist" in kvstore.type:
         return kvstore.rank, kvstore.num_workers
     return 0, 1
