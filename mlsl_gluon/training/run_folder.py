@@ -159,9 +159,3 @@ def read_summary(path):
     """The summary a finished run wrote into DONE, or None when it has not finished."""
     done = Path(path) / "DONE"
     return json.loads(done.read_text()) if done.is_file() else None
-
-
-def resolved_config(path):
-    """Config saved in a run folder."""
-    return load_config(Path(path) / "config.yaml")
-
