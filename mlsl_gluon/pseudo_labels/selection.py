@@ -11,7 +11,7 @@ value. The grid is that of float16 numbers for 1 - p: steps of at most 4.9e-4 in
 threshold is within 1e-3 of the exact one) and much finer near p = 1, where over-confident
 networks put most pixels of the frequent classes (a uniform grid would lump them into one bin
 and select far more than the portion p of them). ``shift`` drops low mantissa bits for a coarser
-grid (the HDF5 cache uses shift 2: steps <= 2e-3 in p, relative 2^-8 in 1 - p).
+grid (shift 2: steps <= 2e-3 in p, relative 2^-8 in 1 - p; an option of the HDF5 cache).
 
 Because thresholds are grid points and ``quantise_probability`` rounds down onto the grid,
 p >= k_c holds exactly when quantise(p) >= quantise(k_c): a cache of quantised maps selects the
