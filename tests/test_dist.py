@@ -33,12 +33,14 @@ WORKER_SCRIPT = textwrap.dedent('''
             super().__init__(**kwargs)
             with self.name_scope():
                 self.bn = nn.BatchNorm(use_global_stats=True)
-                self.conv = nn.Conv2D(C, 3, strides=8, padding=1)
+                self.conv1 = nn.Conv2D(16, 3, strides=2, padding=1)
+                self.conv2 = nn.Conv2D(16, 3, strides=4, padding=1)
+                self.seg = nn.Conv2D(C, 1)
                 self.fc = nn.Dense(C)
 
         def hybrid_forward(self, F, x):
-            seg = self.conv(self.bn(x))
-            return seg, self.fc(seg)
+            h = F.relu(self.conv2(F.relu(self.conv1(self.bn(x)))))
+            return self.seg(h), self.fc(F.mean(h, axis=(2, 3)))
 
 
     def dataset():
@@ -62,6 +64,11 @@ WORKER_SCRIPT = textwrap.dedent('''
         net(mx.nd.zeros((1, 3, SIZE, SIZE)))
         if mode == "single":
             net.load_parameters(os.path.join(out_dir, "init0.params"))
+        # Inference with the hybridized network first, as the pseudo-label step does (it leaves
+        # conv weights in oneDNN's layout; pushing those arrays as they are lost init messages).
+        net.hybridize()
+        with mx.autograd.predict_mode():
+            net(mx.nd.zeros((2, 3, SIZE, SIZE)))[0].wait_to_read()
         # Two "rounds", a new trainer each, as the round runner does (one kvstore per process).
         for round_idx in range(2):
             lr = round_learning_rate(0.1, round_idx)

@@ -315,5 +315,17 @@ def start_distributed_trainer(trainer, store):
         # the workers' parameters are already equal. Initialising a key twice would block.
         trainer._params_to_init = []
         return
-    trainer._init_params()
+    params = trainer._params
+    keys = list(range(len(params)))  # Gluon's keys: the parameter's index in the trainer
+    # Copies, not the parameter arrays: after an inference forward (pseudo-labels, evaluation)
+    # oneDNN keeps conv weights in its own layout, and MXNet 1.9.1 then loses rank 0's init
+    # push of those keys (the server aborts with "init <key> first"; seen on CPU, gone with
+    # MXNET_MKLDNN_ENABLED=0 or with copies). tests/test_dist.py covers this case.
+    store.init(keys, [p.list_data()[0].copy() for p in params])
+    # All of rank 0's init pushes are acknowledged before any worker pulls.
+    mx.nd.waitall()
+    store._barrier()
+    store.pull(keys, out=[p.list_data() for p in params])
+    mx.nd.waitall()
+    trainer._params_to_init = []
     _INITIALISED_KVSTORES.append(store)
