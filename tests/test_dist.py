@@ -154,3 +154,17 @@ def test_cluster_failure_is_reported_and_processes_are_cleaned_up(tmp_path):
     with pytest.raises(RuntimeError, match="worker"):
         run_local_cluster([sys.executable, "-c", "import sys; sys.exit(3)"], num_workers=1, timeout=60,
                           log_dir=str(tmp_path))
+
+
+def test_a_later_trainer_must_train_the_same_network(monkeypatch):
+    from mxnet.gluon import nn
+
+    from mlsl_gluon.training import build_trainer, distributed
+
+    net = nn.Dense(3, in_units=4)
+    net.initialize(ctx=mx.cpu())
+    trainer = build_trainer(net, [mx.cpu()], lr=0.1, kvstore="local")
+    store = object()  # stands for the process's dist kvstore, already serving another network
+    monkeypatch.setattr(distributed, "_INITIALISED_KVSTORES", [(store, [(5, 4), (5,)])])
+    with pytest.raises(ValueError, match="one network per process"):
+        distributed.start_distributed_trainer(trainer, store)

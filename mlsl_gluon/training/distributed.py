@@ -261,7 +261,8 @@ def worker_rank(trainer):
 #: Distributed kvstores of this process, by type: ps-lite starts once per process, so every
 #: trainer (e.g. one per round) must share the first one.
 _DIST_KVSTORES = {}
-#: Distributed kvstores whose keys (parameter indices) are already initialised on the servers.
+#: (kvstore, parameter shapes) of the distributed kvstores whose keys (parameter indices) are
+#: already initialised on the servers.
 _INITIALISED_KVSTORES = []
 
 
@@ -272,7 +273,7 @@ def _release_kvstores():
     # engine has stopped. Free them here, before MXNet's own exit hook (registered earlier,
     # so it runs later); the emptied handle makes the later __del__ a no-op (delete NULL).
     stores = list(_DIST_KVSTORES.values())
-    stores += [s for s in _INITIALISED_KVSTORES if not any(s is t for t in stores)]
+    stores += [s for s, _ in _INITIALISED_KVSTORES if not any(s is t for t in stores)]
     _DIST_KVSTORES.clear()
     del _INITIALISED_KVSTORES[:]
     for store in stores:
@@ -305,17 +306,23 @@ def start_distributed_trainer(trainer, store):
 
     Every worker must call this (it waits for all of them). For a later trainer of the same
     process and store (the next round), nothing is broadcast: the servers already hold the
-    keys and the workers' parameters are already equal.
+    keys and the workers' parameters are already equal; its parameters must have the same
+    shapes as the first trainer's (ValueError otherwise).
     """
     # Gluon would do this lazily at the first step, after the first backward, so each
     # worker's first gradient would come from its own initial weights.
     trainer._init_kvstore()
-    if any(known is store for known in _INITIALISED_KVSTORES):
-        # A later trainer of the same process (next round): the servers hold these keys and
-        # the workers' parameters are already equal. Initialising a key twice would block.
-        trainer._params_to_init = []
-        return
     params = trainer._params
+    shapes = [tuple(p.shape) for p in params]
+    for known, known_shapes in _INITIALISED_KVSTORES:
+        if known is store:
+            # A later trainer of the same process (next round): the servers hold these keys and
+            # the workers' parameters are already equal. Initialising a key twice would block.
+            if shapes != known_shapes:
+                raise ValueError("a distributed kvstore serves one network per process: this "
+                                 "trainer's parameters differ from the first trainer's")
+            trainer._params_to_init = []
+            return
     keys = list(range(len(params)))  # Gluon's keys: the parameter's index in the trainer
     # Copies, not the parameter arrays: after an inference forward (pseudo-labels, evaluation)
     # oneDNN keeps conv weights in its own layout, and MXNet 1.9.1 then loses rank 0's init
@@ -328,4 +335,4 @@ def start_distributed_trainer(trainer, store):
     store.pull(keys, out=[p.list_data() for p in params])
     mx.nd.waitall()
     trainer._params_to_init = []
-    _INITIALISED_KVSTORES.append(store)
+    _INITIALISED_KVSTORES.append((store, shapes))
