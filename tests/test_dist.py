@@ -9,7 +9,9 @@ import textwrap
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet.gluon import nn
 
+from mlsl_gluon.training import build_trainer, distributed
 from mlsl_gluon.training.distributed import dist_environment, free_port, run_local_cluster, shard_indices
 
 WORKER_SCRIPT = textwrap.dedent('''
@@ -157,10 +159,6 @@ def test_cluster_failure_is_reported_and_processes_are_cleaned_up(tmp_path):
 
 
 def test_a_later_trainer_must_train_the_same_network(monkeypatch):
-    from mxnet.gluon import nn
-
-    from mlsl_gluon.training import build_trainer, distributed
-
     net = nn.Dense(3, in_units=4)
     net.initialize(ctx=mx.cpu())
     trainer = build_trainer(net, [mx.cpu()], lr=0.1, kvstore="local")
