@@ -46,7 +46,7 @@ class DemoSettings:
     n_target_val: int = 30  # labeled target frames scored on (never read by the adaptation)
     width: float = 0.0625  # ResNet-38 channel multiplier (1.0 = the paper's network)
     crop_size: int = 128  # training crop side (paper 504 on 1024x2048 frames)
-    source_epochs: int = 30  # source-only training epochs (from a random trunk)
+    source_epochs: int = 40  # source-only training epochs (from a random trunk)
     source_lr: float = 0.02  # source-only SGD learning rate, fixed
     source_batch_size: int = 8  # source-only images per step
     num_rounds: int = 3  # self-training rounds (paper 6)
@@ -87,15 +87,43 @@ PRESETS = {"full": FULL, "tiny": TINY}
 
 
 def demo_config(settings, method, seed):
-    """The resolved Config of one method's demo run (strictly checked like any run's)."""
+    """The resolved Config of one method's demo run, checked as strictly as any run's.
+
+    Parameters
+    ----------
+    settings : DemoSettings
+    method : str
+        ``'source-only'``, ``'cbst'``, ``'sisc'`` or ``'sisc-pwl'``.
+    seed : int
+
+    Returns
+    -------
+    Config
+        The paper's defaults for (gta5, method) with ``settings.overrides`` applied.
+    """
     flat = [f"{section}.{key}={json.dumps(value)}"
             for section, values in settings.overrides(method, seed).items() for key, value in values.items()]
     return load_config(overrides=flat, source="gta5", method=method)
 
 
 def write_random_trunk(path, width, seed):
-    """A seeded random-init ResNet-38 trunk in the ademxapp file format: the demo's stand-in for
-    the ImageNet weights a real run starts its source training from."""
+    """Write a seeded random-init ResNet-38 trunk in the ademxapp file format.
+
+    It stands in for the ImageNet weights a real run starts its source training from (none can
+    be downloaded); the training code reads it as it would read those.
+
+    Parameters
+    ----------
+    path : str or Path
+    width : float
+        Channel multiplier of the trunk.
+    seed : int
+
+    Returns
+    -------
+    str or Path
+        ``path``.
+    """
     net = MLSLNet(19, width=width, with_classifier=False)
     mx.random.seed(seed)
     init_params(net, ctx=mx.cpu())

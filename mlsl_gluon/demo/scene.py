@@ -108,15 +108,15 @@ def _sidewalk_point(rng, vx, horizon, height, road_edges, outer_edges, far=0.0, 
 
 def _draw_person(mask, x, y, scale, rng):
     body_h = 1.1 * scale
-    w = max(1.0, 0.28 * body_h)
-    head_r = max(1, int(round(0.1 * body_h)))
+    w = max(1.0, 0.32 * body_h)
+    head_r = max(1, int(round(0.11 * body_h)))
     cv2.circle(mask, (int(round(x)), int(round(y - body_h + head_r))), head_r, 1, -1)
     cv2.fillPoly(mask, _poly([(x - w / 2, y - 0.85 * body_h), (x + w / 2, y - 0.85 * body_h),
                               (x + w / 2.5, y - 0.45 * body_h), (x - w / 2.5, y - 0.45 * body_h)]), 1)
     stride = rng.uniform(0.05, 0.2) * body_h
     for dx in (-stride, stride):
         cv2.line(mask, (int(round(x)), int(round(y - 0.47 * body_h))), (int(round(x + dx)), int(round(y))), 1,
-                 max(1, int(round(0.1 * body_h))))
+                 max(1, int(round(0.12 * body_h))))
 
 
 def _draw_car(mask, x, y, scale, rng):
@@ -142,9 +142,9 @@ def _draw_standing(canvas, rng, kind, x, y, scale):
         canvas.add(VEGETATION, cv2.ellipse(canvas.blank(), (int(x), top), axes, 0, 0, 360, 1, -1))
     elif kind == "pole":
         top = int(y - rng.uniform(1.6, 2.4) * scale)
-        canvas.add(POLE, cv2.line(canvas.blank(), foot, (int(x), top), 1, max(1, int(round(0.05 * scale)))))
+        canvas.add(POLE, cv2.line(canvas.blank(), foot, (int(x), top), 1, max(1, int(round(0.08 * scale)))))
         if rng.random() < 0.6:
-            r = max(2, int(round(0.18 * scale)))
+            r = max(2, int(round(0.22 * scale)))
             if rng.random() < 0.5:
                 sign = cv2.circle(canvas.blank(), (int(x), top + r), r, 1, -1)
             else:
