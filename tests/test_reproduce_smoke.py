@@ -53,3 +53,14 @@ def test_make_targets_call_the_driver():
     assert '--data-root "/d" --weights-dir "/w"' in full.stdout
     missing = subprocess.run(["make", "-n", "reproduce-table1"], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode != 0 and "DATA_ROOT" in missing.stderr
+
+
+def test_every_table_row_has_an_experiment_file_and_a_paper_row():
+    from mlsl_gluon.evaluation.tables import load_paper_tables
+
+    paper = load_paper_tables()
+    for table in ("table1", "table2", "table4"):
+        rows = reproduce.table_rows(table)
+        assert set(rows) == set(paper[table]["rows"])
+        for stem in rows.values():
+            assert (ROOT / "experiments" / f"{stem}.yaml").is_file(), stem

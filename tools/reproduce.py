@@ -1,4 +1,4 @@
-"""Run every row of the paper's Table 1 (GTA5) or Table 2 (SYNTHIA) and print ours beside the paper's.
+"""Run every row of the paper's Table 1 (GTA5), 2 (SYNTHIA) or 4 (ablations); print ours beside the paper's.
 
 Full mode (``make reproduce-table1 DATA_ROOT=... WEIGHTS_DIR=...``): each row is one
 ``mlsl-gluon train`` run in ``OUT/<source>_<method>`` with ``experiments/<source>_<method>.yaml``,
@@ -8,6 +8,9 @@ Smoke mode (``SMOKE=1``): the same steps end to end on tiny generated data in th
 formats, with a reduced-width network and few patches / images / epochs, on CPU. Only sizes
 change: the source model is trained by the source-only row (from a random "ImageNet" file in
 the ademxapp format) and every adaptation row starts from it.
+
+Table 4 (``tools/reproduce.py table4``): the lambda_cls and eta ablations of GTA5 SISC+PWL
+(``experiments/ablation_{lambda_cls,eta}_*.yaml``), mIoU only.
 """
 import argparse
 import logging
@@ -20,7 +23,7 @@ import mxnet as mx
 from mlsl_gluon.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"table1": "gta5", "table2": "synthia"}
+TABLES = {"table1": "gta5", "table2": "synthia", "table4": "gta5"}
 METHODS = ("source-only", "cbst", "cbst-pwl", "sisc", "sisc-pwl")
 WEIGHT_FILES = {"gta5": "gta_rna-a1_cls19_s8_ep-0000.params",
                 "synthia": "synthia_rna-a1_cls16_s8_ep-0000.params"}
@@ -73,9 +76,16 @@ def make_smoke_inputs(root, source):
     return data_root, imagenet
 
 
-def train_command(source, method, data_root, weights, out, overrides, ctx="cpu"):
-    """The ``mlsl-gluon train`` arguments of one table row (always resumable) and its run folder."""
-    stem = f"{source}_{method.replace('-', '_')}"
+def table_rows(table):
+    """``{row key of experiments/paper_tables.yaml: experiments/<stem>.yaml}`` of one table."""
+    if table == "table4":
+        values = {"lambda_cls": ("0.1", "0.05", "0.025", "0.001"), "eta": ("0.0", "0.1", "0.05", "0.025")}
+        return {f"{name}={v}": f"ablation_{name}_{v}" for name, vs in values.items() for v in vs}
+    return {method: f"{TABLES[table]}_{method.replace('-', '_')}" for method in METHODS}
+
+
+def train_command(stem, data_root, weights, out, overrides, ctx="cpu"):
+    """The ``mlsl-gluon train`` arguments of one row (always resumable) and its run folder."""
     cmd = ["train", "--config", str(ROOT / "experiments" / f"{stem}.yaml"),
            "--data-root", str(data_root), "--weights", str(weights), "--out", str(out / stem),
            "--ctx", ctx, "--resume"]
@@ -84,31 +94,37 @@ def train_command(source, method, data_root, weights, out, overrides, ctx="cpu")
     return cmd, out / stem
 
 
-def reproduce(table, data_root, weights_dir, out, smoke=False, methods=METHODS, extra=(), ctx="cpu"):
-    """Run the rows of ``table`` and return ``{method: run folder}``."""
+def reproduce(table, data_root, weights_dir, out, smoke=False, extra=(), ctx="cpu"):
+    """Run the rows of ``table`` and return ``{row key: run folder}``.
+
+    Every adaptation row starts from the source model: the CBST file in ``weights_dir``, or in
+    smoke mode the model the source-only row trains (run first also for Table 4).
+    """
     source = TABLES[table]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = list(SMOKE_SIZES if smoke else []) + list(extra)
-    quiet = ["--no-progress"] if smoke else []
     if smoke:
         data_root, imagenet = make_smoke_inputs(out, source)
-        source_weights = None
     else:
         source_weights = Path(weights_dir) / WEIGHT_FILES[source]
-    runs = {}
-    for method in methods:
-        if method == "source-only":
-            weights = imagenet if smoke else source_weights
-        else:
-            weights = (runs.get("source-only") / "final.params") if smoke else source_weights
-        args, folder = train_command(source, method, data_root, weights, out, overrides,
-                                     "cpu" if smoke else ctx)
-        args += quiet
-        logger.info("%s %s: mlsl-gluon %s", table, method, " ".join(args))
+
+    def run(stem, weights):
+        args, folder = train_command(stem, data_root, weights, out, overrides, "cpu" if smoke else ctx)
+        args += ["--no-progress"] if smoke else []
+        logger.info("%s %s: mlsl-gluon %s", table, stem, " ".join(args))
         # In-process: one interpreter (and one MXNet start-up) for the whole table.
         cli_main(args, standalone_mode=False)
-        runs[method] = folder
+        return folder
+
+    if smoke:
+        source_weights = run(f"{source}_source_only", imagenet) / "final.params"
+    runs = {}
+    for key, stem in table_rows(table).items():
+        if key == "source-only":
+            runs[key] = out / stem if smoke else run(stem, source_weights)
+        else:
+            runs[key] = run(stem, source_weights)
     return runs
 
 
