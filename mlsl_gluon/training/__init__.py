@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # --- rounds ---
-# The round loop, source-only training and run folders (imported lazily by the CLI).
+# The round loop (Sec. 4.1.3), source-only training and run folders.
 from mlsl_gluon.training.experiment import run_experiment  # noqa: E402
 from mlsl_gluon.training.rounds import run_rounds  # noqa: E402
 from mlsl_gluon.training.run_folder import RunFolder  # noqa: E402
