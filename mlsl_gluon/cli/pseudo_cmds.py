@@ -49,8 +49,10 @@ def _parse_shard(value):
 @click.option("--alpha", type=float, default=1.0, show_default=True,
               help="Additive smoothing of the spatial prior: (n_c + alpha) / (n + C * alpha).")
 def stats_command(source, data_root, list_file, out, grid, alpha):
-    """Eq. 4 class mean sizes and the CBST spatial prior of a source set, in one streaming pass,
-    written to one file."""
+    """Source statistics: Eq. 4 class mean sizes and the CBST spatial prior, in one file.
+
+    One streaming pass over the source labels (images are not decoded); memory does not grow
+    with the number of images."""
     from ..data import GTA5, SYNTHIA, DatasetError
     from ..pseudo_labels import SourceStatistics, save_source_stats
 
@@ -61,7 +63,7 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
         raise click.ClickException(str(err)) from None
     counter = SourceStatistics(dataset.num_classes, _parse_grid(grid))
     for i in tqdm(range(len(dataset)), desc=f"{source} statistics", unit="img"):
-        counter.update(dataset[i][1])
+        counter.update(dataset.read_label(i))
     sizes = counter.class_mean_sizes()
     save_source_stats(str(out), sizes, counter.spatial_prior(alpha), num_classes=dataset.num_classes,
                       grid=counter.grid, alpha=alpha, num_images=counter.num_images, source=str(data_root))
