@@ -35,7 +35,7 @@ def _parse_shard(value):
     return index, count
 
 
-@click.command("stats")
+@click.command("stats", short_help="Source statistics: class mean sizes (Eq. 4) and the spatial prior.")
 @click.option("--source", type=click.Choice(["gta5", "synthia"]), required=True,
               help="Source dataset (original folder layout).")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), required=True,
