@@ -13,6 +13,7 @@ from mlsl_gluon.pseudo_labels import (
     select_from_top_classes,
     select_pseudo_labels,
 )
+from mlsl_gluon.pseudo_labels.cache import FORMAT_VERSION, SECOND_SHIFT, coarsen_later_codes
 
 META = {"round": 1, "checkpoint_digest": "abc", "K": 50, "patch_size": 512, "seed": 0,
         "num_classes": 4, "resolution": "native", "flip": True}
@@ -39,7 +40,11 @@ def test_round_trip_and_names(tmp_path):
     with ProbabilityCache(str(path), META, mode="r") as cache:
         assert cache.names() == ["aachen/aachen_000000_000019"]
         c, code, uncovered = cache.read("aachen/aachen_000000_000019")
-        assert np.array_equal(c, top_class) and np.array_equal(code, top_code) and uncovered == 5
+        assert np.array_equal(c, top_class) and uncovered == 5
+        # The first class's codes exactly; the second's with the low SECOND_SHIFT bits cleared.
+        assert np.array_equal(code[0], top_code[0])
+        assert np.array_equal(code[1], (top_code[1] >> SECOND_SHIFT) << SECOND_SHIFT)
+        assert np.all(top_code[1] - code[1] < 2 ** SECOND_SHIFT)
         assert 0 < cache.entry_nbytes("aachen/aachen_000000_000019") < top_code.nbytes + top_class.nbytes
         with pytest.raises(CacheError, match="no entry"):
             cache.read("missing")
@@ -63,6 +68,55 @@ def test_cached_selection_equals_full_precision(shift):
         # Every single-class decision p >= k_c is exact; only cross-class ratio comparisons
         # see the quantisation, so allow at most one pixel in 1000.
         assert (from_cache == select_pseudo_labels(m, k)).mean() >= 0.999
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_later_codes_are_on_the_coarser_grid(tmp_path, shift):
+    prob = random_map(seed=3)
+    top_class, top_code = encode_top_classes(prob, top=3, shift=shift)
+    with ProbabilityCache(str(tmp_path / "c.h5"), META, second_shift=3) as cache:
+        cache.write("x", top_class, top_code)
+        code = cache.read("x")[1]
+    assert np.array_equal(code, coarsen_later_codes(top_code, 3))
+    # Cleared low bits = the largest point <= p of the grid 3 bits coarser.
+    later = np.take_along_axis(prob, top_class[1:].astype(np.int64), axis=0)
+    expected = dequantise_probability(encode_top_classes(prob, top=3, shift=shift + 3)[1][1:], shift + 3)
+    assert np.array_equal(dequantise_probability(code[1:], shift), expected)
+    assert np.all(expected <= later) and np.all(later - expected < 2 ** -(10 - shift - 3))
+
+
+def test_cached_entry_selects_like_full_precision_but_near_ties(tmp_path):
+    # Labels from a stored entry (second class coarsened) against full-precision selection
+    # with the same thresholds: only near-ties between the two classes may differ.
+    maps = [random_map(shape=(4, 60, 80), seed=s) for s in range(3)]
+    acc = ThresholdAccumulator(4)
+    with ProbabilityCache(str(tmp_path / "c.h5"), META) as cache:
+        for i, m in enumerate(maps):
+            cache.write(str(i), *encode_top_classes(m, top=2))
+            top_class, top_code, _ = cache.read(str(i))
+            acc.update_codes(top_class[0], top_code[0])
+        k = acc.thresholds(0.4)
+        for i, m in enumerate(maps):
+            top_class, top_code, _ = cache.read(str(i))
+            label = select_from_top_classes(top_class, dequantise_probability(top_code), k)
+            reference = select_pseudo_labels(m, k)
+            sorted_p = np.sort(m / k[:, None, None], axis=0)
+            near_tie = (sorted_p[-1] - sorted_p[-2] < 0.01) | (np.abs(sorted_p[-2] - 1) < 0.01)
+            assert np.all(label[~near_tie] == reference[~near_tie])
+            assert (label != reference).mean() <= 0.002
+
+
+def test_second_shift_and_format_are_in_the_metadata(tmp_path):
+    path = tmp_path / "c.h5"
+    with ProbabilityCache(str(path), META) as cache:
+        cache.write("a", *encode_top_classes(random_map()))
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert f.attrs["second_code_shift"] == SECOND_SHIFT
+    with pytest.raises(CacheError, match=f"second_code_shift: cache has {SECOND_SHIFT}, expected 0"):
+        ProbabilityCache(str(path), META, second_shift=0)
+    with pytest.raises(ValueError, match="second_shift"):
+        ProbabilityCache(str(tmp_path / "d.h5"), META, second_shift=12)
 
 
 def test_second_class_floor():

@@ -2,10 +2,16 @@
 peak memory of threshold computation + selection, and the SISC overhead over the bare forwards.
 
 Usage: OMP_NUM_THREADS=1 python tools/bench_pseudo_labels.py [--width 0.0625] [--K 4] [--runs 3]
+       [--network trained|random] [--train-iterations 150]
 
-Images are 1024x2048 with 19 classes: the Cityscapes sample and the GTA5 sample (resized) of
-../shared/data/real_samples when present, else seeded random images. The network is a
-reduced-width MLSLNet with random weights. Figures are printed; the last line is one JSON object.
+Images are 1024x2048 with 19 classes: two generated target-domain scenes (mlsl_gluon.demo) and
+the Cityscapes sample of ../shared/data/real_samples when present. The headline network
+(``--network``, default ``trained``) is a reduced-width MLSLNet trained for about a minute on
+generated source scenes (GTA5 format): what a source model's probabilities look like, peaked
+and spatially coherent, unlike a random-weight network's near-uniform, noisy ones. The cache
+figures of the other network are printed too, and reported under ``<other>_network`` in the
+JSON. Nothing is tuned on labels of the test images (they are never read): this is a storage
+benchmark. Figures are printed; the last line is one JSON object.
 """
 import argparse
 import json
@@ -76,17 +82,69 @@ def rss_worker(num_images, seed=0):
     print(json.dumps({"images": num_images, "peak_rss_mb": peak_mb, "selected": selected}))
 
 
-def load_images():
+def benchmark_images():
+    """The 1024x2048 images: generated target-domain scenes and the Cityscapes sample if present."""
     import cv2
 
+    from mlsl_gluon.demo.synthetic import make_frame
+
+    # Stream 'target_train' from index 1000: frames the demo's own data sets never contain.
+    images = [make_frame(0, "target_train", 1000 + i, "target", (HEIGHT, WIDTH))[0] for i in range(2)]
+    names = [f"generated/target_{i}" for i in range(2)]
     city = REAL_SAMPLES / "cityscapes" / "leftImg8bit" / "train" / "aachen" / \
         "aachen_000000_000019_leftImg8bit.png"
-    gta = REAL_SAMPLES / "gta5" / "images" / "00005.png"
-    if city.is_file() and gta.is_file():
-        images = [cv2.imread(str(p))[:, :, ::-1] for p in (city, gta)]
-        return [cv2.resize(np.ascontiguousarray(im), (WIDTH, HEIGHT)) for im in images], "real samples"
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(2)], "random"
+    if city.is_file():
+        image = np.ascontiguousarray(cv2.imread(str(city))[:, :, ::-1])
+        images.append(cv2.resize(image, (WIDTH, HEIGHT)) if image.shape[:2] != (HEIGHT, WIDTH) else image)
+        names.append("cityscapes/aachen_000000_000019")
+    return images, names
+
+
+def trained_network(width, iterations, seed, ctx):
+    """A reduced-width MLSLNet trained briefly on generated source scenes (GTA5 format).
+
+    Source-only SGD as the demo does it from a random trunk (batch statistics, lr 0.02):
+    ``iterations`` steps of 4 random 256x256 crops of 30 512x1024 frames written by
+    ``generate_demo_data`` and read back by the GTA5 reader. Returns ``(net, last epoch loss)``.
+    """
+    import mxnet as mx
+
+    from mlsl_gluon.data.gta5 import GTA5
+    from mlsl_gluon.data.transforms import normalize, subsample_label
+    from mlsl_gluon.demo.synthetic import generate_demo_data
+    from mlsl_gluon.model import MLSLNet, init_params
+    from mlsl_gluon.training.engine import build_trainer, train_epoch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = generate_demo_data(tmp, seed=seed, n_source=30, n_target_train=1, n_target_val=1,
+                                   size=(512, 1024), source_format="gta5")
+        source = GTA5(roots["gta5"], frame_size=None)
+        frames = [source[i][:2] for i in range(len(source))]
+    mx.random.seed(seed)
+    net = MLSLNet(num_classes=CLASSES, width=width, with_classifier=False, freeze_bn=False)
+    init_params(net, ctx=ctx)
+    net.hybridize(static_alloc=True)
+    trainer = build_trainer(net, [ctx], lr=0.02, kvstore="local")
+    rng = np.random.default_rng(seed)
+
+    def batch():
+        images, labels = [], []
+        for _ in range(4):
+            image, label = frames[rng.integers(len(frames))]
+            y, x = rng.integers(0, image.shape[0] - 255), rng.integers(0, image.shape[1] - 255)
+            images.append(normalize(image[y:y + 256, x:x + 256]))
+            labels.append(subsample_label(label[y:y + 256, x:x + 256]).astype(np.float32))
+        return np.stack(images), np.stack(labels), None
+
+    class Batches:  # drawn on the fly: 150 batches of float32 crops would hold ~0.5 GB
+        def __len__(self):
+            return iterations
+
+        def __iter__(self):
+            return (batch() for _ in range(iterations))
+
+    losses = train_epoch(net, trainer, Batches(), [ctx], progress=False, log_every=0)
+    return net, losses["seg"]
 
 
 class InMemoryTarget:
@@ -112,6 +170,49 @@ def exact_thresholds(prob_maps, portion):
     return k
 
 
+def cache_figures(probs, names, variants):
+    """Per variant: (largest entry in bytes, lowest agreement over portions); figures printed."""
+    from mlsl_gluon.pseudo_labels import (
+        ProbabilityCache,
+        ThresholdAccumulator,
+        dequantise_probability,
+        encode_top_classes,
+        select_from_top_classes,
+        select_pseudo_labels,
+    )
+
+    references = {}
+    for portion in (0.15, 0.3, 0.5):
+        exact = exact_thresholds([p for p, _ in probs], portion)
+        references[portion] = exact, [select_pseudo_labels(p, exact) for p, _ in probs]
+    figures = {}
+    for title, (top, shift, floor, second_shift) in variants.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1}, second_shift=second_shift)
+            for name, (prob, covered) in zip(names, probs):
+                cache.write(name, *encode_top_classes(prob, top, valid=covered, shift=shift, floor=floor))
+            sizes = [int(cache.entry_nbytes(n)) for n in names]
+            entries = [cache.read(n) for n in names]
+            cache.close()
+        print(f"  {title}: cache bytes per image {sizes} (largest {max(sizes) / 2**20:.2f} MiB; float32 "
+              f"would be {CLASSES * HEIGHT * WIDTH * 4 / 2**20:.0f} MiB)")
+        agreements = []
+        for portion, (exact, reference) in references.items():
+            acc = ThresholdAccumulator(CLASSES, shift=shift)
+            for top_class, top_code, _ in entries:
+                acc.update_codes(top_class[0], top_code[0], valid=top_class[0] != 255)
+            k = acc.thresholds(portion)
+            cached = [select_from_top_classes(c, dequantise_probability(code, shift), k)
+                      for c, code, _ in entries]
+            agree = float(np.mean([np.mean(a == b) for a, b in zip(cached, reference)]))
+            agreements.append(agree)
+            print(f"    portion {portion}: labels from the cache agree with full-precision labels on "
+                  f"{agree:.6f} of pixels ({np.mean([np.mean(r != 255) for r in reference]):.3f} "
+                  f"labelled; max |k_cache - k_exact| = {np.abs(k - exact).max():.1e})")
+        figures[title] = (max(sizes), min(agreements))
+    return figures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=1 / 16)
@@ -119,6 +220,11 @@ def main():
     parser.add_argument("--patch-size", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--train-iterations", type=int, default=150,
+                        help="source-only SGD steps (4 crops each) of the trained network")
+    parser.add_argument("--network", choices=("trained", "random"), default="trained",
+                        help="network of the headline figures; the other one's cache figures are "
+                             "printed too")
     parser.add_argument("--rss-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_worker is not None:
@@ -130,68 +236,48 @@ def main():
     from mlsl_gluon.data.transforms import normalize
     from mlsl_gluon.model import MLSLNet, init_params
     from mlsl_gluon.pseudo_labels import (
-        ProbabilityCache,
-        ThresholdAccumulator,
         dequantise_probability,
-        encode_top_classes,
         patch_seed,
         predict_batch,
         quantise_probability,
         run_pseudo_label_round,
         sample_patch_corners,
-        select_from_top_classes,
-        select_pseudo_labels,
         sisc_inference,
     )
 
     ctx = mx.cpu()
-    mx.random.seed(0)
-    net = MLSLNet(num_classes=CLASSES, width=args.width, with_classifier=False)
-    init_params(net, ctx=ctx)
-    net.hybridize(static_alloc=True)
-    images, origin = load_images()
-    names = [f"bench/image_{i}" for i in range(len(images))]
+    images, names = benchmark_images()
     sisc = dict(K=args.K, patch_size=args.patch_size, flip=True, batch_size=args.batch_size)
-    print(f"network MLSLNet width={args.width:g}, {CLASSES} classes, random weights; images: "
-          f"{len(images)} x {HEIGHT}x{WIDTH} ({origin}); SISC K={args.K}, patch {args.patch_size}, "
-          f"flip, batch {args.batch_size}")
-    predict_batch(net, normalize(images[0][:64, :64])[None], ctx)  # build the cached graph
+    print(f"images: {len(images)} x {HEIGHT}x{WIDTH} ({', '.join(names)}); {CLASSES} classes; SISC "
+          f"K={args.K}, patch {args.patch_size}, flip, batch {args.batch_size}")
+    start = time.time()
+    trained, loss = trained_network(args.width, args.train_iterations, 0, ctx)
+    print(f"TRAINED network: MLSLNet width={args.width:g}, {args.train_iterations} source-only steps of "
+          f"4 256x256 crops on generated GTA5-format scenes, last seg loss {loss:.3f} "
+          f"({time.time() - start:.0f} s)")
+    mx.random.seed(0)
+    random_net = MLSLNet(num_classes=CLASSES, width=args.width, with_classifier=False)
+    init_params(random_net, ctx=ctx)
+    random_net.hybridize(static_alloc=True)
+    networks = {"trained": trained, "random": random_net}
 
     # 1. Cache size and agreement with full-precision labels (exact sort-based thresholds on the
-    # float32 SISC maps), for the round's default cache settings and for a compact variant.
-    probs = [sisc_inference(net, image, ctx, seed=patch_seed(0, name), **sisc)
-             for name, image in zip(names, images)]
+    # float32 SISC maps): the round's default cache settings and two variants.
     floor = float(dequantise_probability(quantise_probability(1.0 / CLASSES)))
-    variants = (("default (top 2 classes, float16 grid)", 2, 0, floor),
-                ("compact (top 1 class, grid shift 2)", 1, 2, 0.0))
+    variants = {"default (top 2 classes, float16 grid, second class 2 bits coarser)": (2, 0, floor, 2),
+                "second class on the float16 grid too": (2, 0, floor, 0),
+                "compact (top 1 class, grid shift 2)": (1, 2, 0.0, 0)}
+    headline = next(iter(variants))
     figures = {}
-    for title, top, shift, floor in variants:
-        with tempfile.TemporaryDirectory() as tmp:
-            cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
-            for name, (prob, covered) in zip(names, probs):
-                cache.write(name, *encode_top_classes(prob, top, valid=covered, shift=shift, floor=floor))
-            sizes = [int(cache.entry_nbytes(n)) for n in names]
-            entries = [cache.read(n) for n in names]
-            cache.close()
-        print(f"{title}: cache bytes per image {sizes} ({max(sizes) / 2**20:.2f} MiB; float32 would be "
-              f"{CLASSES * HEIGHT * WIDTH * 4 / 2**20:.0f} MiB)")
-        agreements = []
-        for portion in (0.15, 0.3, 0.5):
-            exact = exact_thresholds([p for p, _ in probs], portion)
-            reference = [select_pseudo_labels(p, exact) for p, _ in probs]
-            acc = ThresholdAccumulator(CLASSES, shift=shift)
-            for top_class, top_code, _ in entries:
-                acc.update_codes(top_class[0], top_code[0], valid=top_class[0] != 255)
-            k = acc.thresholds(portion)
-            cached = [select_from_top_classes(c, dequantise_probability(code, shift), k)
-                      for c, code, _ in entries]
-            agree = float(np.mean([np.mean(a == b) for a, b in zip(cached, reference)]))
-            agreements.append(agree)
-            print(f"  portion {portion}: labels from the cache agree with full-precision labels on "
-                  f"{agree:.6f} of pixels ({np.mean([np.mean(r != 255) for r in reference]):.3f} "
-                  f"labelled; max |k_cache - k_exact| = {np.abs(k - exact).max():.1e})")
-        figures[top, shift] = (max(sizes), min(agreements))
-    del probs
+    for kind in (args.network, "random" if args.network == "trained" else "trained"):
+        net = networks[kind]
+        predict_batch(net, normalize(images[0][:64, :64])[None], ctx)  # build the cached graph
+        probs = [sisc_inference(net, image, ctx, seed=patch_seed(0, name), **sisc)
+                 for name, image in zip(names, images)]
+        top1 = np.mean([np.mean(p.max(0)) for p, _ in probs])
+        print(f"{kind.upper()} network (mean top-1 probability {top1:.3f}):")
+        figures[kind] = cache_figures(probs, names, variants)[headline]
+        del probs
 
     # 2. Peak RSS of thresholds + selection over 100 and 500 images, each in its own process.
     rss = {}
@@ -204,7 +290,8 @@ def main():
               f"({time.time() - start:.0f} s)")
 
     # 3. Whole SISC pass (pass 1 of the round: inference, aggregation, encoding, cache writes)
-    # against the same network calls alone, on the first image.
+    # against the same network calls alone, on the first image, with the headline network.
+    net = networks[args.network]
     image, name = images[0], names[0]
     x = normalize(image)
     corners, (ph, pw) = sample_patch_corners(HEIGHT, WIDTH, args.patch_size, args.K, patch_seed(0, name))
@@ -228,16 +315,20 @@ def main():
             whole_cpu.append(time.process_time() - start_cpu)
     ratio = statistics.median(whole) / statistics.median(forwards)
     cpu_ratio = statistics.median(whole_cpu) / statistics.median(forwards_cpu)
-    print(f"SISC pass per image: {[round(t, 2) for t in whole]} s; forwards alone: "
-          f"{[round(t, 2) for t in forwards]} s; median wall-time ratio {ratio:.3f}")
+    print(f"SISC pass per image ({args.network} network): {[round(t, 2) for t in whole]} s; forwards "
+          f"alone: {[round(t, 2) for t in forwards]} s; median wall-time ratio {ratio:.3f}")
     print(f"CPU time: SISC pass {[round(t, 2) for t in whole_cpu]} s; forwards alone "
           f"{[round(t, 2) for t in forwards_cpu]} s; median CPU-time ratio {cpu_ratio:.3f}")
 
+    other = "random" if args.network == "trained" else "trained"
     result = {
-        "cache_bytes_per_image": int(figures[2, 0][0]),
-        "label_agreement": round(figures[2, 0][1], 6),
+        "network": args.network,
+        "cache_bytes_per_image": int(figures[args.network][0]),
+        "label_agreement": round(figures[args.network][1], 6),
         "selection_peak_rss_mb": rss,
         "sisc_overhead_ratio": round(ratio, 3),
+        f"{other}_network": {"cache_bytes_per_image": int(figures[other][0]),
+                             "label_agreement": round(figures[other][1], 6)},
     }
     print(json.dumps(result))
 

@@ -4,23 +4,32 @@ CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selec
 needs, per pixel, the classes that can win argmax_c p_c / k_c with their probabilities, so an
 entry keeps the T most probable classes per pixel (default 2) at full resolution: class ids as
 uint8 and probabilities as codes of the threshold grid of :mod:`.selection`
-(``quantise_probability`` with ``shift``, default 0). As thresholds are grid points, p >= k_c
-holds for a cached pixel exactly when it holds at full precision. What is lost: classes beyond
-the T-th (with T = 1, pixels where the second class wins p_2 / k_2 > p_1 / k_1: about 1.7 % of
-the pixels of a random-weight network at p = 0.5), and the exact order of ratios that differ by
-less than a grid step. A second class whose probability is below ``floor`` is dropped (class
-255): without a spatial prior every k_c >= the grid point of 1/C, so such a class can never be
-selected, and dropping it makes the entry much more compressible.
+(``quantise_probability`` with ``shift``, default 0). The most probable class's code is stored
+exactly: the threshold histograms are built from it, and as thresholds are grid points,
+p_1 >= k_c holds for a cached pixel exactly when it holds at full precision.
+
+The second and later classes only matter where one of them wins p_t / k_t > p_1 / k_1 (about
+1.7 % of the pixels of a random-weight network, far fewer for a trained one), so their codes are
+rounded down onto a grid ``second_shift`` bits coarser (default 2: steps <= 2e-3 in p); that only
+changes the label of a pixel whose two ratios, or whose p_t and k_t, are within a few grid
+steps of a tie. What is lost: classes beyond the T-th (with T = 1, every pixel where the second
+class wins), the exact order of ratios that differ by less than a grid step, and those
+near-ties. A second class whose probability is below ``floor`` is dropped (class 255): without
+a spatial prior every k_c >= the grid point of 1/C, so such a class can never be selected, and
+dropping it makes the entry much more compressible.
 
 Codes of neighbouring pixels are close, so they are stored as 2-D differences
 (c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
-HDF5 byte shuffling and gzip in chunks.
+HDF5 byte shuffling and gzip (level 4: about 11 % smaller than level 1 for 0.1 s more per
+1024x2048 image, a few percent of the SISC forwards; levels above 6 cost seconds for a few
+percent more) in 256 x 256 chunks.
 
 Entries are written data first, flushed, then marked with a ``complete`` attribute and a
 CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
 rewritten, and an entry whose bytes do not match its CRC is refused. A file whose metadata
-differs from the current settings is refused (naming the file and the fields) unless
-``regenerate=True``, which deletes and recreates it.
+(including the format version and ``second_shift``) differs from the current settings is
+refused (naming the file and the fields) unless ``regenerate=True``, which deletes and
+recreates it.
 """
 import io
 import json
@@ -36,7 +45,9 @@ from .selection import IGNORE_LABEL, class_argmax, quantise_probability, top_two
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: first class and later classes in separate datasets
+SECOND_SHIFT = 2
+GZIP_LEVEL = 4
 
 
 class CacheError(RuntimeError):
@@ -116,6 +127,19 @@ def encode_top_classes(prob_map, top=2, valid=None, shift=0, floor=0.0):
     return top_class, top_code
 
 
+def coarsen_later_codes(top_code, second_shift=SECOND_SHIFT):
+    """Codes as the cache stores them: rows 1.. (second and later classes) rounded down onto a
+    grid ``second_shift`` bits coarser; row 0 unchanged.
+
+    Rounding a code down clears its low bits; ``dequantise_probability`` of the result is the
+    largest point of the coarser grid (``quantise_probability`` with ``shift + second_shift``)
+    <= p, as both grids drop low mantissa bits of the float16 of 1 - p.
+    """
+    out = np.array(top_code, dtype=np.uint16, copy=True)
+    out[1:] = (out[1:] >> second_shift) << second_shift
+    return out
+
+
 def _to_differences(code):
     # (T, H, W) uint16 -> zigzag-mapped 2-D differences modulo 2^16 (exactly invertible).
     c = code.astype(np.int32)
@@ -154,12 +178,19 @@ class ProbabilityCache:
         Delete and recreate the file when its metadata differs instead of refusing it.
     mode : {'a', 'r'}
         Append (create if absent) or read-only.
+    second_shift : int
+        Bits by which the grid of the second and later classes' codes is coarser than the
+        first class's (0..9; module docstring). Recorded in the file's metadata.
     """
 
-    def __init__(self, path, metadata, regenerate=False, mode="a"):
+    def __init__(self, path, metadata, regenerate=False, mode="a", second_shift=SECOND_SHIFT):
         self.path = str(path)
+        if not 0 <= int(second_shift) <= 9:
+            raise ValueError(f"second_shift must be in 0..9, got {second_shift!r}")
+        self.second_shift = int(second_shift)
         self.metadata = {k: metadata[k] for k in sorted(metadata)}
         self.metadata["format_version"] = FORMAT_VERSION
+        self.metadata["second_code_shift"] = self.second_shift
         if mode not in ("a", "r"):
             raise ValueError(f"mode must be 'a' or 'r', got {mode!r}")
         if mode == "r" and not os.path.exists(self.path):
@@ -232,18 +263,38 @@ class ProbabilityCache:
         return key in self._file and bool(self._file[key].attrs.get("complete", False))
 
     def write(self, name, top_class, top_code, uncovered=0):
-        """Store one image's entry; a previous (e.g. half-written) entry is replaced."""
+        """Store one image's entry; a previous (e.g. half-written) entry is replaced.
+
+        Parameters
+        ----------
+        name : str
+            Image name.
+        top_class, top_code : ndarray
+            (T, H, W) from :func:`encode_top_classes`. Codes of rows 1.. are rounded down
+            onto the ``second_shift`` grid (:func:`coarsen_later_codes`): :meth:`read`
+            returns them so.
+        uncovered : int
+            Pixels no patch covered (recorded).
+        """
+        top_class = np.asarray(top_class, dtype=np.uint8)
+        top_code = np.asarray(top_code, dtype=np.uint16)
+        if top_class.ndim != 3 or top_class.shape != top_code.shape:
+            raise ValueError(f"{self.path}: entry {name!r} needs (T, H, W) classes and codes of one "
+                             f"shape, got {top_class.shape} and {top_code.shape}")
         key = _entry_key(name)
         if key in self._file:
             del self._file[key]
         group = self._file.create_group(key)
         chunks = (1,) + tuple(min(s, 256) for s in top_class.shape[1:])
-        options = dict(chunks=chunks, compression="gzip", compression_opts=1, shuffle=True)
+        options = dict(chunks=chunks, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
         group.create_dataset("top_class", data=top_class, **options)
-        group.create_dataset("top_code_diff", data=_to_differences(top_code), **options)
+        group.create_dataset("top_code_diff", data=_to_differences(top_code[:1]), **options)
+        if len(top_code) > 1:
+            later = top_code[1:] >> self.second_shift
+            group.create_dataset("later_code_diff", data=_to_differences(later), **options)
         group.attrs["name"] = name
         group.attrs["uncovered"] = int(uncovered)
-        group.attrs["crc32"] = _crc(top_class, top_code)
+        group.attrs["crc32"] = _crc(top_class, coarsen_later_codes(top_code, self.second_shift))
         self._file.flush()
         # Marking completion last means a writer killed before this line leaves an entry that
         # `has` reports as absent.
@@ -268,6 +319,9 @@ class ProbabilityCache:
         try:
             top_class = group["top_class"][()]
             top_code = _from_differences(group["top_code_diff"][()])
+            if "later_code_diff" in group:
+                later = _from_differences(group["later_code_diff"][()]) << self.second_shift
+                top_code = np.concatenate([top_code, later])
         except (OSError, KeyError) as err:
             raise CacheError(f"{self.path}: entry {name!r} is unreadable ({err})") from err
         if _crc(top_class, top_code) != int(group.attrs["crc32"]):
