@@ -41,10 +41,7 @@ def test_round_trip_and_names(tmp_path):
         assert cache.names() == ["aachen/aachen_000000_000019"]
         c, code, uncovered = cache.read("aachen/aachen_000000_000019")
         assert np.array_equal(c, top_class) and uncovered == 5
-        # The first class's codes exactly; the second's with the low SECOND_SHIFT bits cleared.
-        assert np.array_equal(code[0], top_code[0])
-        assert np.array_equal(code[1], (top_code[1] >> SECOND_SHIFT) << SECOND_SHIFT)
-        assert np.all(top_code[1] - code[1] < 2 ** SECOND_SHIFT)
+        assert np.array_equal(code, coarsen_later_codes(top_code, SECOND_SHIFT))
         assert 0 < cache.entry_nbytes("aachen/aachen_000000_000019") < top_code.nbytes + top_class.nbytes
         with pytest.raises(CacheError, match="no entry"):
             cache.read("missing")
@@ -85,12 +82,12 @@ def test_later_codes_are_on_the_coarser_grid(tmp_path, shift):
     assert np.all(expected <= later) and np.all(later - expected < 2 ** -(10 - shift - 3))
 
 
-def test_cached_entry_selects_like_full_precision_but_near_ties(tmp_path):
-    # Labels from a stored entry (second class coarsened) against full-precision selection
+def test_coarser_later_codes_select_like_full_precision_but_near_ties(tmp_path):
+    # Labels from a stored entry (second class 2 bits coarser) against full-precision selection
     # with the same thresholds: only near-ties between the two classes may differ.
     maps = [random_map(shape=(4, 60, 80), seed=s) for s in range(3)]
     acc = ThresholdAccumulator(4)
-    with ProbabilityCache(str(tmp_path / "c.h5"), META) as cache:
+    with ProbabilityCache(str(tmp_path / "c.h5"), META, second_shift=2) as cache:
         for i, m in enumerate(maps):
             cache.write(str(i), *encode_top_classes(m, top=2))
             top_class, top_code, _ = cache.read(str(i))
@@ -113,8 +110,9 @@ def test_second_shift_and_format_are_in_the_metadata(tmp_path):
     with h5py.File(path, "r") as f:
         assert f.attrs["format_version"] == FORMAT_VERSION
         assert f.attrs["second_code_shift"] == SECOND_SHIFT
-    with pytest.raises(CacheError, match=f"second_code_shift: cache has {SECOND_SHIFT}, expected 0"):
-        ProbabilityCache(str(path), META, second_shift=0)
+    other = SECOND_SHIFT + 1
+    with pytest.raises(CacheError, match=f"second_code_shift: cache has {SECOND_SHIFT}, expected {other}"):
+        ProbabilityCache(str(path), META, second_shift=other)
     with pytest.raises(ValueError, match="second_shift"):
         ProbabilityCache(str(tmp_path / "d.h5"), META, second_shift=12)
 

@@ -264,8 +264,8 @@ def main():
     # 1. Cache size and agreement with full-precision labels (exact sort-based thresholds on the
     # float32 SISC maps): the round's default cache settings and two variants.
     floor = float(dequantise_probability(quantise_probability(1.0 / CLASSES)))
-    variants = {"default (top 2 classes, float16 grid, second class 2 bits coarser)": (2, 0, floor, 2),
-                "second class on the float16 grid too": (2, 0, floor, 0),
+    variants = {"default (top 2 classes, float16 grid)": (2, 0, floor, 0),
+                "second class 2 bits coarser (second_shift=2)": (2, 0, floor, 2),
                 "compact (top 1 class, grid shift 2)": (1, 2, 0.0, 0)}
     headline = next(iter(variants))
     figures = {}

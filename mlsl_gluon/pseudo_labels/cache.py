@@ -8,21 +8,28 @@ uint8 and probabilities as codes of the threshold grid of :mod:`.selection`
 exactly: the threshold histograms are built from it, and as thresholds are grid points,
 p_1 >= k_c holds for a cached pixel exactly when it holds at full precision.
 
-The second and later classes only matter where one of them wins p_t / k_t > p_1 / k_1 (about
-1.7 % of the pixels of a random-weight network, far fewer for a trained one), so their codes are
-rounded down onto a grid ``second_shift`` bits coarser (default 2: steps <= 2e-3 in p); that only
-changes the label of a pixel whose two ratios, or whose p_t and k_t, are within a few grid
-steps of a tie. What is lost: classes beyond the T-th (with T = 1, every pixel where the second
-class wins), the exact order of ratios that differ by less than a grid step, and those
-near-ties. A second class whose probability is below ``floor`` is dropped (class 255): without
-a spatial prior every k_c >= the grid point of 1/C, so such a class can never be selected, and
-dropping it makes the entry much more compressible.
+The same holds for the second and later classes on the same grid (the default). They only
+matter where one of them wins p_t / k_t > p_1 / k_1, so ``second_shift`` can round their codes
+down onto a coarser grid (2: steps <= 2e-3 in p, about 10 % smaller entries): that changes the
+label only of a pixel whose two ratios, or whose p_t and k_t, are within a few grid steps of a
+tie, but such pixels are common where second classes often win. Measured with
+tools/bench_pseudo_labels.py: agreement with full-precision labels 0.99954 -> 0.99954 for a
+briefly trained network, 0.99892 -> 0.99792 for a random-weight one; it is off by default. What
+is lost by default: classes beyond the T-th (with T = 1, every pixel where the second class
+wins) and the exact order of ratios that differ by less than a grid step.
+
+A second class whose probability is below ``floor`` is dropped (class 255): without a spatial
+prior every k_c >= the grid point of 1/C, so such a class can never be selected, and dropping
+it makes the entry much more compressible (zeros compress better than the dropped codes would).
 
 Codes of neighbouring pixels are close, so they are stored as 2-D differences
 (c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
 HDF5 byte shuffling and gzip (level 4: about 11 % smaller than level 1 for 0.1 s more per
-1024x2048 image, a few percent of the SISC forwards; levels above 6 cost seconds for a few
-percent more) in 256 x 256 chunks.
+1024x2048 image, a few percent of the SISC forwards; level 9 takes 3 s for 9 % less) in
+256 x 256 chunks. Storing the codes at half resolution (bilinear back) would cut them by 60 %,
+but p_1 is the maximum of smooth class maps, kinked where the argmax changes, and labels then
+flip along class boundaries and threshold contours: 0.3 % of the pixels of a briefly trained
+network's maps, beyond the 0.1 % budget, so it is not done.
 
 Entries are written data first, flushed, then marked with a ``complete`` attribute and a
 CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
@@ -46,7 +53,7 @@ from .selection import IGNORE_LABEL, class_argmax, quantise_probability, top_two
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: first class and later classes in separate datasets
-SECOND_SHIFT = 2
+SECOND_SHIFT = 0
 GZIP_LEVEL = 4
 
 
