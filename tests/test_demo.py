@@ -40,7 +40,9 @@ def test_tiny_demo_writes_results_table_and_pictures(tiny_demo):
     for key, method in zip(KEYS, ("source-only", "cbst", "sisc", "sisc-pwl")):
         assert f"method: {method}" in (out / key / "config.yaml").read_text()
         assert (out / key / "DONE").is_file()
-    assert (out / "sisc" / "round_00" / "pseudo" / "weak_labels.json").is_file()
+    last = f"round_{TINY.num_rounds - 1:02d}"
+    assert (out / "sisc_pwl" / last / "pseudo" / "weak_labels.json").is_file()  # PWL ran
+    assert len(list((out / "sisc" / last / "pseudo" / "labels").rglob("*.png"))) == TINY.n_target_train
     # The adaptation never had target-train labels on disk.
     assert not (out / "data" / "Cityscapes" / "gtFine" / "train").exists()
 
