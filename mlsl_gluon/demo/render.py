@@ -131,13 +131,14 @@ def render(rng, scene, look):
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-# "Game engine": saturated colours with clean, faint surface textures, cars/persons in mostly
-# vivid random hues, a time of day per frame, no camera effects (no blur, no sensor noise).
+# "Game engine": saturated colours with clean, faint surface textures, cars/persons in any hue
+# from grey to vivid (games have grey cars too), a time of day per frame, no camera effects
+# (no blur, no sensor noise).
 SOURCE_LOOK = Look(
     palette={ROAD: (75, 75, 85), SIDEWALK: (190, 140, 180), BUILDING: (190, 100, 70),
              VEGETATION: (50, 180, 50), TERRAIN: (170, 210, 90), SKY: (90, 170, 250),
              POLE: (170, 170, 185), EGO_VEHICLE: (0, 0, 0)},
-    jitter=12.0, object_saturation=(0.35, 1.0), object_value=(0.35, 1.0),
+    jitter=12.0, object_saturation=(0.0, 1.0), object_value=(0.2, 1.0),
     sign_colours=((230, 40, 40), (40, 70, 220), (240, 200, 30)),
     texture={ROAD: 6.0, SIDEWALK: 8.0, BUILDING: 5.0, VEGETATION: 15.0, TERRAIN: 10.0}, windows=True,
     illumination=0.0, colour_cast=0.0, exposure=(0.85, 1.15),
