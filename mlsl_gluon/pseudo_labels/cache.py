@@ -28,8 +28,8 @@ HDF5 byte shuffling and gzip (level 4: about 11 % smaller than level 1 for 0.1 s
 1024x2048 image, a few percent of the SISC forwards; level 9 takes 3 s for 9 % less) in
 256 x 256 chunks. Storing the codes at half resolution (bilinear back) would cut them by 60 %,
 but p_1 is the maximum of smooth class maps, kinked where the argmax changes, and labels then
-flip along class boundaries and threshold contours: 0.3 % of the pixels of a briefly trained
-network's maps, beyond the 0.1 % budget, so it is not done.
+flip along class boundaries and threshold contours: 0.2-0.3 % more of the pixels of a briefly
+trained network's maps disagree with full-precision labels, beyond a 0.1 % budget; not done.
 
 Entries are written data first, flushed, then marked with a ``complete`` attribute and a
 CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
