@@ -177,3 +177,26 @@ def test_spatial_prior_multiplies_resized_prior():
                            weighted[1][weighted.argmax(0) == 1].min()], atol=1e-3)
     with pytest.raises(ValueError, match="classes"):
         apply_spatial_prior(prob, prior[:1])
+
+
+def test_threshold_in_the_zero_bin_never_selects_zero_probability_pixels():
+    # Class 1 is the argmax of pixels whose prior-weighted probabilities are all ~0, so its
+    # rank falls in the zero bin; zero-probability pixels must not be labelled through 0 / 0.
+    import warnings
+
+    from mlsl_gluon.pseudo_labels.selection import select_from_top_classes
+
+    prob = np.zeros((2, 4, 4), dtype=np.float32)
+    prob[0, :2] = 0.9
+    prob[1, 2:] = 1e-6
+    k = class_balanced_thresholds([prob], portion=0.5)
+    assert k[1] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        label = select_pseudo_labels(prob, k)
+        top_class = np.stack([prob.argmax(0), 1 - prob.argmax(0)]).astype(np.uint8)
+        top_prob = np.take_along_axis(prob, top_class.astype(np.int64), axis=0)
+        top_prob[:, 2:] = 0.0
+        top_label = select_from_top_classes(top_class, top_prob, k)
+    assert (label[:2] == 0).all()
+    assert (top_label[2:] == 255).all()

@@ -104,6 +104,9 @@ def dequantise_probability(code, shift=0):
     return (1.0 - bits.view(np.float16).astype(np.float32)).astype(np.float32)
 
 
+_MIN_THRESHOLD = float(np.finfo(np.float32).tiny)
+
+
 class ThresholdAccumulator:
     """Streaming per-class histograms of max probabilities, for class-balanced thresholds.
 
@@ -177,7 +180,10 @@ class ThresholdAccumulator:
             # where the running count reaches the rank.
             from_top = np.cumsum(self.hist[c, ::-1])
             top_index = int(np.searchsorted(from_top, rank))
-            k[c] = dequantise_probability(self.bins - 1 - top_index, self.shift)
+            # A rank falling in the zero bin (possible after a spatial prior) would make
+            # p_c / k_c = 0 / 0 for zero-probability pixels; the smallest positive k keeps the
+            # selection rule's limit: any p_c > 0 passes, p_c = 0 never does.
+            k[c] = max(dequantise_probability(self.bins - 1 - top_index, self.shift), _MIN_THRESHOLD)
         return k
 
     def state(self):
