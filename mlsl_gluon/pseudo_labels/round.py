@@ -78,7 +78,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                            patch_size=512, seed=0, flip=True, include_si=True, aggregation="probability",
                            batch_size=4, longer_side=None, prior=None, class_mean_sizes=None, eta=0.05,
                            cache_path=None, checkpoint_digest="", shard=(0, 1), regenerate=False,
-                           top_classes=2, code_shift=0, save_colour=False):
+                           top_classes=2, code_shift=0, save_colour=False, progress=True):
     """Pseudo-labels of one round for a target dataset (or one shard of it).
 
     Parameters
@@ -122,6 +122,8 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
         Coarsening of the probability grid of cache and thresholds (see :mod:`.selection`).
     save_colour : bool
         Also write colour visualisations to ``out_dir/colour/<name>.png``.
+    progress : bool
+        Show tqdm progress bars.
 
     Returns
     -------
@@ -151,7 +153,8 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
     skipped = 0
     start = time.time()
     with ProbabilityCache(cache_path, settings, regenerate=regenerate) as cache:
-        for idx in tqdm(indices, desc=f"pseudo-labels round {round_idx} ({method})", unit="img"):
+        for idx in tqdm(indices, desc=f"pseudo-labels round {round_idx} ({method})", unit="img",
+                        disable=not progress):
             name = names[idx]
             if cache.has(name):
                 top_class, top_code, _ = cache.read(name)
@@ -189,7 +192,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                 "cache_path": manifest["cache_path"]}
     return combine_pseudo_label_round(out_dir, round_idx=round_idx, portion=portion, num_shards=1,
                                       class_mean_sizes=class_mean_sizes, eta=eta,
-                                      save_colour=save_colour)
+                                      save_colour=save_colour, progress=progress)
 
 
 def _load_manifests(out_dir, round_idx, num_shards):
@@ -222,14 +225,14 @@ def _write_png(path, label):
 
 
 def combine_pseudo_label_round(out_dir, *, round_idx, portion, num_shards, class_mean_sizes=None,
-                               eta=0.05, save_colour=False):
+                               eta=0.05, save_colour=False, progress=True):
     """Pass 2: merge the shards' accumulators, select pseudo-labels from every cache, write them.
 
     Parameters
     ----------
     out_dir : str
         The round folder every shard wrote to.
-    round_idx, portion, class_mean_sizes, eta, save_colour
+    round_idx, portion, class_mean_sizes, eta, save_colour, progress
         As in :func:`run_pseudo_label_round`.
     num_shards : int
         n of the shards that ran pass 1.
@@ -252,7 +255,7 @@ def combine_pseudo_label_round(out_dir, *, round_idx, portion, num_shards, class
     weak, uncovered, total_pixels = {}, 0, 0
     colours = palette(num_classes) if save_colour else None
     total = sum(len(m["names"]) for m in manifests)
-    with tqdm(total=total, desc=f"selecting round {round_idx}", unit="img") as bar:
+    with tqdm(total=total, desc=f"selecting round {round_idx}", unit="img", disable=not progress) as bar:
         for manifest in manifests:
             with ProbabilityCache(manifest["cache_path"], manifest["settings"], mode="r") as cache:
                 for name in manifest["names"]:

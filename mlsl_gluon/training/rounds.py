@@ -90,7 +90,8 @@ def patch_seed_of_round(seed, round_idx):
     return int(np.random.SeedSequence([seed, round_idx]).generate_state(1)[0])
 
 
-def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weights_file, shard=None):
+def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weights_file, shard=None,
+                      progress=True):
     """Step 1 of round r: SI (CBST) or SISC pseudo-labels + PWL of the whole target set."""
     pl = config.pseudo_label
     portion = target_portion(round_idx, pl.portion_start, pl.portion_step, pl.portion_max)
@@ -104,7 +105,8 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
         longer_side=pl.longer_side, prior=stats["spatial_prior"] if pl.spatial_prior else None,
         class_mean_sizes=stats["class_mean_sizes"] if config.use_pwl else None, eta=pl.eta,
         cache_path=out_dir / "probabilities.h5",
-        checkpoint_digest=file_digest(weights_file), shard=shard or (0, 1), regenerate=False)
+        checkpoint_digest=file_digest(weights_file), shard=shard or (0, 1), regenerate=False,
+        progress=progress)
     run.log("pseudo_labels", round=round_idx, portion=portion, stats=_jsonable(result))
     return result
 
@@ -182,7 +184,7 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
         r = state["round"]
         lr = round_learning_rate(config.train.lr, r)
         if state["phase"] == "pseudo":
-            pseudo_label_step(run, config, net, data, ctx_list, r, stats, pseudo_weights)
+            pseudo_label_step(run, config, net, data, ctx_list, r, stats, pseudo_weights, progress=progress)
             state = dict(state, stage=r + 1, phase="train", epoch=0, iteration=0)
             # Step 1 is finished: a resume from here goes straight to training.
             save_checkpoint(run.latest_checkpoint, net, None, state)
