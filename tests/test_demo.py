@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mlsl_gluon.cli import main
-from mlsl_gluon.demo.run import FULL, TINY, demo_config
+from mlsl_gluon.data.classes import LABEL_ID_TO_TRAIN_ID
+from mlsl_gluon.demo.presets import FULL, TINY, demo_config
 from mlsl_gluon.demo.table import format_demo_table
 
 KEYS = ("source_only", "cbst", "sisc", "sisc_pwl")
@@ -43,8 +44,37 @@ def test_tiny_demo_writes_results_table_and_pictures(tiny_demo):
     last = f"round_{TINY.num_rounds - 1:02d}"
     assert (out / "sisc_pwl" / last / "pseudo" / "weak_labels.json").is_file()  # PWL ran
     assert len(list((out / "sisc" / last / "pseudo" / "labels").rglob("*.png"))) == TINY.n_target_train
-    # The adaptation never had target-train labels on disk.
-    assert not (out / "data" / "Cityscapes" / "gtFine" / "train").exists()
+    # The adaptation never had target-train labels under the data root it read; the truth the
+    # measurements use lies beside it, one file per target-train frame.
+    data_root = (out / "data").resolve()
+    assert not (data_root / "Cityscapes" / "gtFine" / "train").exists()
+    truth = sorted((out / "truth").rglob("*_gtFine_labelIds.png"))
+    assert len(truth) == TINY.n_target_train
+    assert all(data_root not in path.resolve().parents for path in truth)
+    # The mechanism measurements: one share in [0, 1] per round for each method.
+    for name in ("pseudo_label_precision", "pseudo_label_coverage"):
+        assert set(results[name]) >= {"cbst", "sisc", "sisc_pwl"}, name
+        for values in results[name].values():
+            assert len(values) == TINY.num_rounds and all(0.0 <= v <= 1.0 for v in values), (name, values)
+    for name in ("weak_label_accuracy", "branch_accuracy"):
+        values = results[name]["sisc_pwl"]
+        assert len(values) == TINY.num_rounds and all(0.0 <= v <= 1.0 for v in values), name
+    assert len(results["classification_loss"]["sisc_pwl"]) == TINY.num_rounds
+    per_class = results["pseudo_label_per_class"]["sisc"][0]
+    assert len(per_class["precision"]) == len(per_class["coverage"]) == 19
+    # Recomputed here from the files: round 0 of CBST, pixels with a true class only.
+    pseudo_root = out / "cbst" / "round_00" / "pseudo" / "labels"
+    right = selected = counted = 0
+    for path in truth:
+        true_ids = LABEL_ID_TO_TRAIN_ID[np.array(Image.open(path))]
+        name = path.relative_to(out / "truth").as_posix().replace("_gtFine_labelIds.png", ".png")
+        label = np.array(Image.open(pseudo_root / name))
+        valid = true_ids != 255
+        right += int(((label == true_ids) & valid).sum())
+        selected += int(((label != 255) & valid).sum())
+        counted += int(valid.sum())
+    assert results["pseudo_label_coverage"]["cbst"][0] == pytest.approx(selected / counted)
+    assert results["pseudo_label_precision"]["cbst"][0] == pytest.approx(right / selected)
 
     for line in ("Source only", "CBST (SI)", "SISC", "SISC+PWL", "mIoU"):
         assert line in output
@@ -56,8 +86,10 @@ def test_tiny_demo_writes_results_table_and_pictures(tiny_demo):
     assert grid.shape[1] == 2 * 5 * (width + 4)  # five columns, 2x upscaled
     assert grid.shape[0] > 2 * 3 * height  # three frames plus a header
     assert grid.std() > 10  # not a blank image
-    plot = Image.open(results["pictures"]["miou_per_round"])
-    assert plot.format == "PNG" and plot.size[0] >= 300
+    for picture in ("miou_per_round", "mechanisms"):
+        plot = Image.open(results["pictures"][picture])
+        assert plot.format == "PNG" and plot.size[0] >= 300
+    assert "precision / coverage" in output and "PWL accuracy" in output
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from mlsl_gluon.data.classes import (
 )
 from mlsl_gluon.data.gta5 import GTA5
 from mlsl_gluon.data.synthia import SYNTHIA
-from mlsl_gluon.demo.synthetic import VAL_CITY, generate_demo_data, make_frame
+from mlsl_gluon.demo.synthetic import VAL_CITY, generate_demo_data, make_frame, read_target_truth
 
 SIZE = (96, 192)
 REQUIRED = ("road", "sidewalk", "building", "vegetation", "sky", "pole", "traffic sign", "person", "car")
@@ -181,3 +181,16 @@ def test_bad_arguments_are_rejected(tmp_path):
         generate_demo_data(tmp_path, n_source=0)
     with pytest.raises(ValueError, match="size"):
         generate_demo_data(tmp_path, size=(8, 8))
+
+
+def test_target_train_truth_goes_beside_the_data_root_only(tmp_path):
+    roots = generate_demo_data(tmp_path / "data", seed=2, n_source=1, n_target_train=2, n_target_val=1,
+                               size=SIZE, truth_root=tmp_path / "truth")
+    assert roots["truth"] == tmp_path / "truth"
+    assert not list((tmp_path / "data").rglob("*train*/*labelIds.png"))
+    name = Cityscapes(roots["cityscapes"], split="train").names[1]
+    _, label_ids, _ = make_frame(2, "target_train", 1, "target", SIZE)
+    np.testing.assert_array_equal(read_target_truth(roots["truth"], name), LABEL_ID_TO_TRAIN_ID[label_ids])
+    with pytest.raises(ValueError, match="inside the data root"):
+        generate_demo_data(tmp_path / "data", n_source=1, n_target_train=1, n_target_val=1, size=SIZE,
+                           truth_root=tmp_path / "data" / "truth")

@@ -1,6 +1,5 @@
-"""The demo's pictures: a grid of target frames with labels and predictions, and mIoU per round."""
+"""The demo's pictures: target frames with labels and predictions, mIoU per round, the mechanisms."""
 import logging
-import re
 from pathlib import Path
 
 import cv2
@@ -9,10 +8,11 @@ import numpy as np
 from PIL import Image
 
 from ..data import Cityscapes
-from ..data.classes import CITYSCAPES_PALETTE, LABEL_ID_TO_TRAIN_ID
+from ..data.classes import CITYSCAPES_PALETTE
 from ..evaluation import predict_labels
 from ..training.rounds import build_network
-from .synthetic import make_frame
+from .presets import demo_config
+from .synthetic import read_target_truth
 
 matplotlib.use("Agg")  # files only: the demo runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -40,18 +40,10 @@ def _header(text, width, height=14):
     return bar
 
 
-def _frame_index(name):
-    match = re.search(r"_(\d{6})$", name)
-    if match is None:
-        raise ValueError(f"target name {name!r} does not end in a 6-digit frame number")
-    return int(match.group(1))
-
-
-def prediction_grid(out, config_of, seed, size, ctx, rows=3):
+def prediction_grid(out, config_of, size, ctx, rows=3):
     """Grid image: per target-train frame, the columns of ``COLUMNS``.
 
-    The ground truth shown is regenerated from the seed for this picture only: the adaptation
-    never read it (no target-train label file exists on disk).
+    The ground truth shown comes from ``out/truth``, outside the data root the adaptation read.
 
     Parameters
     ----------
@@ -59,7 +51,6 @@ def prediction_grid(out, config_of, seed, size, ctx, rows=3):
         Demo folder (holds ``data/``, ``source_only/``, ``sisc/``, ``sisc_pwl/``).
     config_of : callable
         ``config_of(method) -> Config`` of the demo run of that method.
-    seed : int
     size : tuple
         (H, W) of the frames.
     ctx : list of mx.Context
@@ -79,10 +70,10 @@ def prediction_grid(out, config_of, seed, size, ctx, rows=3):
     lines = []
     for i in range(min(rows, len(target))):
         image, _, name = target[i]
-        label_ids = make_frame(seed, "target_train", _frame_index(name), "target", size)[1]
+        truth = read_target_truth(out / "truth", name)
         pseudo = np.array(Image.open(pseudo_dir / f"{name}.png"))
         preds = {key: predict_labels(net, [image], ctx[:1])[0] for key, net in nets.items()}
-        cells = [image, colorize(LABEL_ID_TO_TRAIN_ID[label_ids]), colorize(preds["source_only"]),
+        cells = [image, colorize(truth), colorize(preds["source_only"]),
                  colorize(preds["sisc_pwl"]), colorize(pseudo, UNLABELED_RGB)]
         padded = [np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells]
         lines.append(np.concatenate(padded, 1))
@@ -113,16 +104,56 @@ def plot_rounds(results, path):
     return path
 
 
-def write_pictures(out, results, settings, seed, ctx):
-    """Write ``pictures/grid.png`` and ``pictures/miou_per_round.png``; return their paths."""
-    from .run import demo_config  # late: run imports this module
+RUN_STYLES = (("cbst", "CBST (SI)", "s-"), ("si_same_network", "SI, SISC's networks", "x:"),
+              ("sisc", "SISC", "o-"), ("sisc_pwl", "SISC+PWL", "^-"))
 
+
+def plot_mechanisms(results, path):
+    """Two panels as a PNG: pseudo-label precision vs coverage per round (SI against SISC), and
+    the PWL branch per round (weak-label accuracy, branch accuracy, classification loss)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for key, label, style in RUN_STYLES:
+        if key not in results["pseudo_label_precision"]:
+            continue
+        x = results["pseudo_label_coverage"][key]
+        y = results["pseudo_label_precision"][key]
+        left.plot(x, y, style, label=label)
+        for r, (xr, yr) in enumerate(zip(x, y)):
+            left.annotate(str(r), (xr, yr), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    left.set_xlabel("coverage (share of target-train pixels selected)")
+    left.set_ylabel("precision (share of selected pixels right)")
+    left.set_title("pseudo-labels per round (numbers = round)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    rounds = range(len(results["weak_label_accuracy"]["sisc_pwl"]))
+    right.plot(rounds, results["weak_label_accuracy"]["sisc_pwl"], "o-", label="PWL vs true presence")
+    right.plot(rounds, results["branch_accuracy"]["sisc_pwl"], "^-", label="branch (sigmoid > 0.5) vs truth")
+    right.set_ylabel("accuracy over (image, class) pairs")
+    right.set_xlabel("round")
+    right.set_xticks(list(rounds))
+    right.grid(alpha=0.3)
+    loss_axis = right.twinx()
+    loss_axis.plot(rounds, results["classification_loss"]["sisc_pwl"], "k--", label="cls loss (training)")
+    loss_axis.axhline(np.log(2), color="grey", linestyle=":", label="ln 2")
+    loss_axis.set_ylabel("classification loss (Eq. 5)")
+    handles = right.get_legend_handles_labels()[0] + loss_axis.get_legend_handles_labels()[0]
+    right.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
+    right.set_title("classification branch on the target (SISC+PWL)")
+    fig.suptitle(f"Demo, seed {results['seed']}: the mechanisms where they act")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_pictures(out, results, settings, seed, ctx):
+    """Write ``pictures/{grid,miou_per_round,mechanisms}.png``; return their paths."""
     pictures = Path(out) / "pictures"
     pictures.mkdir(parents=True, exist_ok=True)
-    grid = prediction_grid(Path(out), lambda method: demo_config(settings, method, seed), seed, settings.size,
-                           ctx)
+    grid = prediction_grid(Path(out), lambda method: demo_config(settings, method, seed), settings.size, ctx)
     grid_path = pictures / "grid.png"
     Image.fromarray(grid).save(grid_path)
     plot_path = plot_rounds(results, pictures / "miou_per_round.png")
-    logger.info("pictures: %s, %s", grid_path, plot_path)
-    return {"grid": grid_path, "miou_per_round": plot_path}
+    mechanisms_path = plot_mechanisms(results, pictures / "mechanisms.png")
+    logger.info("pictures: %s, %s, %s", grid_path, plot_path, mechanisms_path)
+    return {"grid": grid_path, "miou_per_round": plot_path, "mechanisms": mechanisms_path}

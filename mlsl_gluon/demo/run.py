@@ -3,107 +3,37 @@
 Steps, every one the package's real code path: generate the data in the GTA5 / Cityscapes
 formats, train the source model (the ``source-only`` method from a seeded random trunk, since no
 ImageNet weights can be downloaded), then adapt it with CBST (SI pseudo-labels), SISC and
-SISC+PWL through the same round loop as a real run, evaluate each on the target val split, and
-write the comparison table, ``results.json`` and pictures.
+SISC+PWL through the same round loop as a real run, evaluate each on the target val split,
+measure the mechanisms against the target-train truth (:mod:`.mechanisms`) and write the
+comparison table, ``results.json`` and pictures. Sizes: :mod:`.presets` and ``docs/DEMO.md``.
 
-The network, frames, K, rounds and epochs are reduced to fit the CPU budget (``DemoSettings``);
-each reduction keeps the paper's proportions where one exists (SISC patches of half the frame
-height, as 512 of 1024; source subset comparable in size to the target set, as CBST's 750 GTA5
-frames beside 505 Cityscapes ones). The settings were fixed on a development seed (100), never
-on the validation labels of the seeds the README reports.
+Folder of a demo::
+
+    OUT/data/     the data root every run reads (GTA5/, Cityscapes/ with val labels only)
+    OUT/truth/    target-train ground truth, read by the measurements only
+    OUT/source_only/, cbst/, sisc/, sisc_pwl/   run folders; si_same_network/ (measurement)
+    OUT/results.json, table.txt, pictures/
 """
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import mxnet as mx
 
-from ..config import load_config
 from ..data.classes import CITYSCAPES_19_NAMES
 from ..evaluation.report import read_evaluation
 from ..model import MLSLNet, init_params
 from ..model.weights import ademxapp_param_map
 from ..training.experiment import run_experiment
+from .mechanisms import measure_mechanisms
 from .pictures import write_pictures
+from .presets import FULL, METHODS, demo_config
 from .synthetic import generate_demo_data
 from .table import format_demo_table
 
 logger = logging.getLogger(__name__)
-
-# (method as the training code names it, key in results.json), in the paper's row order.
-METHODS = (("source-only", "source_only"), ("cbst", "cbst"), ("sisc", "sisc"), ("sisc-pwl", "sisc_pwl"))
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes of one demo run; every other number is the paper's default."""
-
-    size: tuple = (128, 256)  # (H, W) of every generated frame
-    n_source: int = 150  # labeled source frames (GTA5 format)
-    n_target_train: int = 60  # unlabeled target frames adapted on
-    n_target_val: int = 30  # labeled target frames scored on (never read by the adaptation)
-    width: float = 0.0625  # ResNet-38 channel multiplier (1.0 = the paper's network)
-    crop_size: int = 128  # training crop side (paper 504 on 1024x2048 frames)
-    source_epochs: int = 40  # source-only training epochs (from a random trunk)
-    source_lr: float = 0.02  # source-only SGD learning rate, fixed
-    source_batch_size: int = 8  # source-only images per step
-    num_rounds: int = 3  # self-training rounds (paper 6)
-    epochs_per_round: int = 2  # epochs of step 2 per round (paper 2)
-    lr: float = 0.002  # round-0 learning rate, / sqrt(2) per round (paper 1e-4 for a converged net)
-    batch_size: int = 4  # images per step in the rounds, the same for every method
-    K: int = 10  # SISC patches per image (paper 50)
-    patch_size: int = 64  # SISC patch side: half the frame height, as 512 of 1024
-    portion_start: float = 0.2  # target portion p of round 0
-    portion_step: float = 0.1  # growth per round: the paper's range in half the rounds
-    source_portion: float = 0.4  # share of the source set mixed into every round
-
-    def overrides(self, method, seed):
-        """Config overrides (nested dict) of one method's run."""
-        return {
-            "experiment": {"name": f"demo-{method}", "seed": seed},
-            "data": {"gta5_frame_size": None, "crop_size": self.crop_size},
-            # A trunk trained from scratch needs batch statistics while it learns; the rounds
-            # then keep them frozen as every released script does.
-            "model": {"width": self.width, "freeze_bn": method != "source-only"},
-            "source_only": {"lr": self.source_lr, "epochs": self.source_epochs,
-                            "batch_size": self.source_batch_size},
-            "pseudo_label": {"K": self.K, "patch_size": self.patch_size, "longer_side": max(self.size),
-                             "portion_start": self.portion_start, "portion_step": self.portion_step},
-            "train": {"lr": self.lr, "batch_size": self.batch_size, "log_every": 0, "checkpoint_every": 0},
-            "rounds": {"num_rounds": self.num_rounds, "epochs_per_round": self.epochs_per_round,
-                       "source_portion_start": self.source_portion, "source_portion_step": 0.0,
-                       "source_portion_max": self.source_portion},
-        }
-
-
-FULL = DemoSettings()
-# A smoke run of the whole pipeline in about a minute; its numbers mean nothing.
-TINY = DemoSettings(size=(64, 128), n_source=6, n_target_train=4, n_target_val=3, width=0.03125, crop_size=64,
-                    source_epochs=1, source_batch_size=4, num_rounds=2, epochs_per_round=1, batch_size=4, K=3,
-                    patch_size=32, source_portion=0.5)
-PRESETS = {"full": FULL, "tiny": TINY}
-
-
-def demo_config(settings, method, seed):
-    """The resolved Config of one method's demo run, checked as strictly as any run's.
-
-    Parameters
-    ----------
-    settings : DemoSettings
-    method : str
-        ``'source-only'``, ``'cbst'``, ``'sisc'`` or ``'sisc-pwl'``.
-    seed : int
-
-    Returns
-    -------
-    Config
-        The paper's defaults for (gta5, method) with ``settings.overrides`` applied.
-    """
-    flat = [f"{section}.{key}={json.dumps(value)}"
-            for section, values in settings.overrides(method, seed).items() for key, value in values.items()]
-    return load_config(overrides=flat, source="gta5", method=method)
 
 
 def write_random_trunk(path, width, seed):
@@ -164,9 +94,13 @@ def run_demo(out, *, seed=0, settings=FULL, ctx=None, progress=True):
 
     Returns
     -------
-    dict
+    results : dict
         ``{'source_only', 'cbst', 'sisc', 'sisc_pwl'}``: target val mIoU in percent; ``per_round``:
-        per method, the mIoU after each round; ``per_class``; ``seed``, ``settings``, ``elapsed_s``.
+        per method, the mIoU after each round; ``per_class``; the mechanism measurements of
+        :func:`mlsl_gluon.demo.mechanisms.measure_mechanisms` (shares in [0, 1]); ``seed``,
+        ``settings``, ``step_seconds``, ``elapsed_s``.
+    table : str
+        The text of ``table.txt``.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -175,7 +109,7 @@ def run_demo(out, *, seed=0, settings=FULL, ctx=None, progress=True):
     data_root = out / "data"
     generate_demo_data(data_root, seed=seed, n_source=settings.n_source,
                        n_target_train=settings.n_target_train, n_target_val=settings.n_target_val,
-                       size=settings.size)
+                       size=settings.size, truth_root=out / "truth")
     init = write_random_trunk(out / "random_trunk.params", settings.width, seed)
     summaries, timings = {}, {}
     for method, key in METHODS:
@@ -193,7 +127,12 @@ def run_demo(out, *, seed=0, settings=FULL, ctx=None, progress=True):
                             for _, key in METHODS[1:]}
     results["per_class"] = {key: [None if v is None else 100.0 * v for v in read_evaluation(out / key)["iou"]]
                             for _, key in METHODS}
-    results.update(units="percent mIoU on the target val split", class_names=list(CITYSCAPES_19_NAMES),
+    measure_started = time.perf_counter()
+    results.update(measure_mechanisms(out, lambda method: demo_config(settings, method, seed),
+                                      settings.num_rounds, ctx, progress))
+    timings["measurements"] = round(time.perf_counter() - measure_started, 1)
+    results.update(units="percent mIoU on the target val split; pseudo-label and weak-label figures "
+                         "are shares in [0, 1]", class_names=list(CITYSCAPES_19_NAMES),
                    seed=seed, settings=asdict(settings), step_seconds=timings)
     table = format_demo_table(results)
     (out / "table.txt").write_text(table)

@@ -4,7 +4,7 @@ The source domain stands in for GTA5 (or SYNTHIA): a game engine's clean, satura
 a low camera. The target stands in for Cityscapes: a car camera mounted higher (horizon higher in
 the frame), with the car's bonnet at the bottom, duller colours, surface texture, uneven light,
 blur and sensor noise, and more pedestrians and poles per frame. Every file goes through the
-same readers as the real data sets; the target train split has no labels on disk.
+same readers as the real data sets; the target train split has no labels under the data root.
 
 Layout on disk (the ``--data-root`` convention)::
 
@@ -12,6 +12,11 @@ Layout on disk (the ``--data-root`` convention)::
     out_root/SYNTHIA/RGB/NNNNNNN.png, out_root/SYNTHIA/GT/LABELS/NNNNNNN.png
     out_root/Cityscapes/leftImg8bit/{train,val}/<city>/<city>_000000_NNNNNN_leftImg8bit.png
     out_root/Cityscapes/gtFine/val/<city>/<city>_000000_NNNNNN_gtFine_labelIds.png
+
+The target-train ground truth, which only the demo's measurements read (pseudo-label precision,
+weak-label accuracy), goes to a separate folder given by the caller, never under ``out_root``::
+
+    truth_root/<city>/<city>_000000_NNNNNN_gtFine_labelIds.png
 """
 import logging
 from pathlib import Path
@@ -119,7 +124,7 @@ def _write_label_ids(path, label_ids):
 
 
 def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_target_val=30,
-                       size=(128, 256), source_format="gta5"):
+                       size=(128, 256), source_format="gta5", truth_root=None):
     """Write the demo's source and target data sets in the real on-disk formats.
 
     Parameters
@@ -136,11 +141,15 @@ def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_t
     source_format : str
         ``'gta5'`` (labels as Cityscapes label ids, 19 classes) or ``'synthia'``
         (SYNTHIA-RAND-CITYSCAPES class ids, 16-class setting).
+    truth_root : str or Path, optional
+        Folder that receives the target-train ground truth (Cityscapes label ids), for
+        measurements only; it must not lie inside ``out_root``, the folder a run reads.
 
     Returns
     -------
     dict
-        Data-set roots: ``{'gta5' or 'synthia': Path, 'cityscapes': Path}``.
+        Data-set roots: ``{'gta5' or 'synthia': Path, 'cityscapes': Path}``, plus ``'truth'``
+        when ``truth_root`` is given.
     """
     if source_format not in ("gta5", "synthia"):
         raise ValueError(f"source_format must be 'gta5' or 'synthia', got {source_format!r}")
@@ -150,6 +159,9 @@ def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_t
     if height < 32 or width < 32:
         raise ValueError(f"size must be at least 32x32, got {size}")
     out_root = Path(out_root)
+    if truth_root is not None and _is_inside(Path(truth_root), out_root):
+        raise ValueError(f"truth_root {truth_root} lies inside the data root {out_root}: a run reading "
+                         f"the data root could see the target-train labels")
     src_root = out_root / ("GTA5" if source_format == "gta5" else "SYNTHIA")
     cs_root = out_root / "Cityscapes"
 
@@ -167,11 +179,46 @@ def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_t
             image, label_ids, _ = make_frame(seed, f"target_{split}", i, "target", (height, width))
             stem = f"{city}_000000_{i:06d}"
             _write_rgb(cs_root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image)
-            if split == "val":  # the adaptation must never see target training labels
+            if split == "val":
                 _write_label_ids(cs_root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_ids)
+            elif truth_root is not None:  # outside the data root: the adaptation never sees it
+                _write_label_ids(Path(truth_root) / city / f"{stem}_gtFine_labelIds.png", label_ids)
     logger.info("demo data (seed %d): %d source, %d target train, %d target val frames of %dx%d in %s",
                 seed, n_source, n_target_train, n_target_val, height, width, out_root)
-    return {source_format: src_root, "cityscapes": cs_root}
+    roots = {source_format: src_root, "cityscapes": cs_root}
+    if truth_root is not None:
+        roots["truth"] = Path(truth_root)
+    return roots
+
+
+def _is_inside(path, root):
+    path, root = path.resolve(), root.resolve()
+    return path == root or root in path.parents
+
+
+def read_target_truth(truth_root, name, num_classes=19):
+    """Train ids of one target-train frame from the truth folder (for measurements only).
+
+    Parameters
+    ----------
+    truth_root : str or Path
+        The ``truth_root`` given to :func:`generate_demo_data`.
+    name : str
+        The Cityscapes reader's item name, ``<city>/<city>_000000_NNNNNN``.
+    num_classes : int
+        19 (the GTA5 setting); the demo writes no 16-class truth.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W) train ids, 255 = void.
+    """
+    if num_classes != 19:
+        raise ValueError(f"the demo's target truth is in the 19-class setting, not {num_classes}")
+    path = Path(truth_root) / f"{name}_gtFine_labelIds.png"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ground truth for target frame {name!r}")
+    return LABEL_ID_TO_TRAIN_ID[np.array(Image.open(path))]
 
 
 def train_ids(label_ids):
