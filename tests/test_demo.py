@@ -1,6 +1,8 @@
 """The built-in demo end to end at its tiny preset (the accuracy is not tested, the outputs are)."""
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +128,40 @@ def test_table_shows_present_classes_and_gain():
     lines = table.splitlines()
     assert "Road" in lines[1] and "Car" in lines[1] and "c1" not in lines[1]
     assert lines[-1].split()[-1] == "+22.5" and lines[-1].startswith("SISC+PWL")
+
+
+def _demo_seeds_tool():
+    path = Path(__file__).parents[1] / "tools" / "demo_seeds.py"
+    spec = importlib.util.spec_from_file_location("demo_seeds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_seeds_parses_seeds_and_reports_mean_and_std():
+    tool = _demo_seeds_tool()
+    assert tool.parse_seeds("0-4") == [0, 1, 2, 3, 4] and tool.parse_seeds("0,2,5-6") == [0, 2, 5, 6]
+    with pytest.raises(SystemExit):
+        tool.parse_seeds("1,1")
+
+    def fake(seed, base):
+        shares = {k: [0.5 + 0.1 * seed, 0.6] for k in ("cbst", "si_same_network", "sisc", "sisc_pwl")}
+        branch = {"sisc_pwl": [0.8, 0.9]}
+        return {"source_only": base, "cbst": base + 2, "sisc": base + 3, "sisc_pwl": base + 6 + seed,
+                "pseudo_label_precision": shares, "pseudo_label_coverage": shares,
+                "weak_label_accuracy": branch, "branch_accuracy": branch,
+                "classification_loss": {"sisc_pwl": [0.7, 0.5]},
+                "target_classification_loss": {"sisc_pwl": [0.7, 0.4]}, "elapsed_s": 60.0}
+
+    per_seed = {0: fake(0, 10.0), 1: fake(1, 14.0)}
+    summary = tool.aggregate(per_seed)
+    mean, std = summary["miou"]["source_only"]
+    assert mean == pytest.approx(12.0) and std == pytest.approx(np.std([10.0, 14.0], ddof=1))
+    assert summary["gain_over_source_only"]["sisc_pwl"][0] == pytest.approx(6.5)
+    assert summary["pseudo_label_precision"]["sisc"][0][0] == pytest.approx(0.55)
+    goals = summary["goals"]
+    assert goals["ranking_pwl_ge_sisc_ge_cbst_gt_source"] and goals["gain_ge_5_every_seed"]
+    assert goals["classification_loss_below_ln2"] and goals["min_gain_pwl_over_source_only"] == 6.0
+    report = tool.markdown(per_seed, {0: 61.0, 1: None}, summary)
+    assert "| 0 | 10.0 | 12.0 | 13.0 | 16.0 | +6.0 | 61 |" in report
+    assert "| mean ± std | 12.0 ± 2.8 |" in report
