@@ -122,7 +122,8 @@ def measure_mechanisms(out, config_of, num_rounds, ctx, progress=False):
         {precision: [C], coverage: [C]}]}; ``weak_label_accuracy`` and ``branch_accuracy``:
         {sisc_pwl: [per round]}; their ``*_per_class``; ``classification_loss`` (training, last
         epoch of each round) and ``target_classification_loss`` (the branch on the target images
-        against their PWL); ``weak_label_positive_share`` (share of ones in the PWL vectors).
+        against their PWL); ``weak_label_positive_share`` (share of ones in the PWL vectors);
+        ``presence_majority_accuracy``: accuracy of the best constant per-class answer.
     """
     out = Path(out)
     pwl_config = config_of("sisc-pwl")
@@ -156,6 +157,9 @@ def measure_mechanisms(out, config_of, num_rounds, ctx, progress=False):
         weak_label_accuracy_per_class={"sisc_pwl": [w["per_class"] for w in weak]},
         weak_label_positive_share={"sisc_pwl": positives},
         true_presence_share=float(presence.mean()),
+        # The best constant answer per class (its majority over the images), read off the truth:
+        # the level a branch that learnt only the class frequencies would reach.
+        presence_majority_accuracy=float(np.maximum(presence.mean(0), 1 - presence.mean(0)).mean()),
         branch_accuracy={"sisc_pwl": [b["accuracy"] for b in branch]},
         branch_accuracy_per_class={"sisc_pwl": [b["per_class"] for b in branch]},
         classification_loss={"sisc_pwl": classification_losses(out / "sisc_pwl", num_rounds)},

@@ -36,7 +36,6 @@ class DemoSettings:
     portion_start: float = 0.15  # target portion p of round 0 (paper 0.15)
     portion_step: float = 0.05  # growth per round (paper 0.05)
     source_portion: float = 0.4  # share of the source set mixed into every round
-    cls_weight: float = 0.025  # weight of the classification loss (Eq. 6 lambda_cls)
 
     def overrides(self, method, seed):
         """Config overrides (nested dict) of one method's run."""
@@ -51,8 +50,7 @@ class DemoSettings:
             "pseudo_label": {"K": self.K, "patch_size": self.patch_size, "batch_size": self.patch_batch,
                              "longer_side": max(self.size), "portion_start": self.portion_start,
                              "portion_step": self.portion_step},
-            "train": {"lr": self.lr, "batch_size": self.batch_size, "lambda_cls": self.cls_weight,
-                      "log_every": 0, "checkpoint_every": 0},
+            "train": {"lr": self.lr, "batch_size": self.batch_size, "log_every": 0, "checkpoint_every": 0},
             "rounds": {"num_rounds": self.num_rounds, "epochs_per_round": self.epochs_per_round,
                        "source_portion_start": self.source_portion, "source_portion_step": 0.0,
                        "source_portion_max": self.source_portion},

@@ -96,4 +96,7 @@ def format_mechanisms(results):
             values = results[key]["sisc_pwl"]
             cells = [f"{scale * v:.1f}" if scale != 1.0 else f"{v:.3f}" for v in values]
             lines.append(f"{label:<{label_w}}" + "".join(f"{c:>12}" for c in cells))
+        if "presence_majority_accuracy" in results:
+            lines.append(f"(a constant answer per class, its majority over the images, scores "
+                         f"{100 * results['presence_majority_accuracy']:.1f} %)")
     return "\n".join(lines) + "\n"
