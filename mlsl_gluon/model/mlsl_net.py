@@ -59,7 +59,7 @@ class MLSLNet(HybridBlock):
         """Yield ``(ademxapp layer name, block)`` for the trunk, the segmentation head and, when
         built, the classification branch under the names of the authors' MLSL-PWL files.
 
-        The branch names are those of the MLSL release, util1/symbol/resnet_v2.py:
+        The branch names are those of the MLSL release (commit 94ac810), util1/symbol/resnet_v2.py:
         ``fcrna_model_a1_1`` (L444-453) builds ``fcn_top_1`` (L369-411) with the 1x1 conv
         ``conv61a`` (L396, conv_stage_v1: conv + bias), the 3x3 conv ``logistic<C>`` (L403) and
         ``rn_top_1`` (L362-366) with the FCs ``bCls0`` (512) and ``bCls1`` (C).
