@@ -185,7 +185,7 @@ def test_one_loader_for_every_format_and_train_takes_a_checkpoint(tmp_path):
             np.testing.assert_array_equal(_value(net, key), value, err_msg=f"{fmt}: {key}")
     # `train` checks its --weights with weights_kind and loads them with load_network_weights
     assert weights_kind(files["checkpoint"], 19) == "gluon"
-    with pytest.raises(InputError, match="19-class head but this run has 16"):
+    with pytest.raises(InputError, match="has head linear19 but this run has 16 classes"):
         weights_kind(files["checkpoint"], 16)
     # a segmentation-only file into a net with the branch: the branch keeps its values
     seg = save_weights(_net(19, with_classifier=False), tmp_path / "seg.params")

@@ -50,7 +50,8 @@ def main(src, dst, num_classes, width, with_classifier, target, check_only):
         if info.num_classes is None:
             raise click.UsageError("{} is the ImageNet model (no linear<C>): give --num-classes".format(src))
         num_classes = info.num_classes
-    width = info.width if width is None else width
+    if width is None:
+        width = 1.0 if info.width is None else info.width
     net = MLSLNet(num_classes=num_classes, width=width, with_classifier=with_classifier)
     init_params(net, ctx=mx.cpu())
     try:

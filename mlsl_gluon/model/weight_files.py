@@ -43,14 +43,15 @@ class WeightsError(ValueError):
 class WeightsInfo:
     """What :func:`inspect_weights` found in a file.
 
-    ``num_classes`` is None for the ImageNet model; ``width`` is conv1a's channels / 64;
+    ``num_classes`` is None for the ImageNet model; ``width`` is conv1a's channels / 64 (None
+    for an ademxapp file without conv1a);
     ``has_classifier`` says whether the classification branch (PWL) is stored.
     """
 
     path: Path
     format: str  # one of FORMATS
     num_classes: Optional[int]
-    width: float
+    width: Optional[float]
     has_classifier: bool
 
     @property
@@ -126,11 +127,12 @@ def _architecture(path, fmt, arrays):
         stem = arrays.get("arg:conv1a_weight")
         classes = [int(m.group(1)) for m in map(_ADEMXAPP_CLASSIFIER.match, arrays) if m]
         classes = [c for c in classes if c != _IMAGENET_CLASSES]
-        if stem is None or len(classes) > 1:
-            raise WeightsError("{}: ademxapp-style file without 'arg:conv1a_weight' or with several "
-                               "'arg:linear<C>_weight' classifiers ({})".format(path, classes))
-        return (classes[0] if classes else None, stem.shape[0] / CONV1_CHANNELS,
-                fmt == "ademxapp-mlsl")
+        if len(classes) > 1:
+            raise WeightsError("{}: ademxapp-style file with several 'arg:linear<C>_weight' "
+                               "classifiers ({})".format(path, classes))
+        # Without conv1a the width is unknown; loading then names the missing keys.
+        return (classes[0] if classes else None,
+                None if stem is None else stem.shape[0] / CONV1_CHANNELS, fmt == "ademxapp-mlsl")
     stem_key = "trunk_conv1a_weight" if fmt == "symbol" else _GLUON_STEM
     classifier = [k for k in arrays if re.match(r"^seg_linear\d+_weight$", k)] if fmt == "symbol" \
         else [_GLUON_CLASSIFIER]
@@ -249,14 +251,15 @@ def build_network_from_weights(path, ctx, num_classes=None, width=None, with_cla
     if num_classes is not None and num_classes != info.num_classes:
         raise WeightsError("{}: holds a {}-class model but --num-classes is {}".format(
             path, info.num_classes, num_classes))
-    width = info.width if width is None else width
+    if width is None:
+        width = 1.0 if info.width is None else info.width
     net = MLSLNet(num_classes=info.num_classes, width=width, with_classifier=with_classifier)
     init_params(net, ctx=ctx)
     try:
         load_network_weights(net, path, ctx=ctx)
     except WeightsError as err:
-        raise WeightsError("{}\n(network built with num_classes={}, width={:g}; the file's conv1a "
-                           "suggests --width {:g})".format(err, info.num_classes, width,
-                                                           info.width)) from None
+        hint = "" if info.width is None else "; the file's conv1a suggests --width {:g}".format(info.width)
+        raise WeightsError("{}\n(network built with num_classes={}, width={:g}{})".format(
+            err, info.num_classes, width, hint)) from None
     logger.info("loaded %s (%s format, %d classes, width %g)", path, info.format, info.num_classes, width)
     return net, info

@@ -121,7 +121,7 @@ def weights_kind(path, num_classes):
     except WeightsError as err:
         raise InputError(f"weights file {path} is not usable: {err}") from None
     if info.segmentation and info.num_classes != num_classes:
-        raise InputError(f"weights file {path} has a {info.num_classes}-class head but this run has "
+        raise InputError(f"weights file {path} has head linear{info.num_classes} but this run has "
                          f"{num_classes} classes; use {wanted}")
     return info.kind
 
