@@ -82,7 +82,8 @@ def _checkpoint_arrays(path):
 
 
 def _read(path):
-    """``(format, {name: NDArray})``; symbol files come back under Gluon structured names."""
+    """``(format, {name: NDArray})``; exported params come back under their Gluon parameter
+    names without the exporting net's prefix (:func:`_by_name` maps them onto a network)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError("weights file not found: {}".format(path))
