@@ -52,7 +52,8 @@ def test_train_transform_shapes_and_types():
     img, label8 = TrainTransform()(image, label, rng=np.random.default_rng(1))
     assert img.shape == (3, 504, 504) and img.dtype == np.float32
     assert label8.shape == (63, 63) and label8.dtype == np.float32
-    img, label8, full = TrainTransform(crop_size=96, return_full_label=True)(image, label, np.random.default_rng(2))
+    t = TrainTransform(crop_size=96, return_full_label=True)
+    img, label8, full = t(image, label, np.random.default_rng(2))
     assert img.shape == (3, 96, 96) and label8.shape == (12, 12) and full.shape == (96, 96)
     assert full.dtype == np.uint8
     np.testing.assert_array_equal(label8, full[4::8, 4::8].astype(np.float32))
@@ -160,10 +161,11 @@ def test_hard_class_crop_released_code_option():
 def test_train_transform_rejects_bad_arguments():
     with pytest.raises(ValueError, match="multiple of 8"):
         TrainTransform(crop_size=500)
+    image, rng = np.zeros((10, 10, 3), np.uint8), np.random.default_rng(0)
     with pytest.raises(ValueError, match="needs a label"):
-        TrainTransform()(np.zeros((10, 10, 3), np.uint8), None, np.random.default_rng(0))
+        TrainTransform()(image, None, rng)
     with pytest.raises(ValueError, match="sizes differ"):
-        TrainTransform()(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8), np.random.default_rng(0))
+        TrainTransform()(image, np.zeros((10, 11), np.uint8), rng)
 
 
 def test_eval_transform():
@@ -197,7 +199,8 @@ def test_dataloader_with_two_workers(tmp_path):
             image, label, _ = ds[index]
             return transform(image, label, np.random.default_rng(index))
 
-    loader = gluon.data.DataLoader(PerItemRng(), batch_size=3, shuffle=False, last_batch="keep", num_workers=2)
+    loader = gluon.data.DataLoader(PerItemRng(), batch_size=3, shuffle=False, last_batch="keep",
+                                   num_workers=2)
     batches = list(loader)
     assert [b[0].shape for b in batches] == [(3, 3, 48, 48), (3, 3, 48, 48)]
     assert [b[1].shape for b in batches] == [(3, 6, 6), (3, 6, 6)]
