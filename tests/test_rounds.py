@@ -39,14 +39,10 @@ class Boom(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rounds")
-    from mlsl_gluon.demo.synthetic import generate_demo_data
-
-    generate_demo_data(root / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
-    weights = reproduce.write_random_ademxapp_weights(root / "synthia_rna-a1_cls16_s8_ep-0000.params", 16,
-                                                      0.0625, seed=1, with_head=True)
-    return root, root / "data", weights
+def inputs(tmp_path_factory, smoke_synthia):
+    """``(folder for this module's runs, data root, weights)``."""
+    data, weights = smoke_synthia
+    return tmp_path_factory.mktemp("rounds"), data, weights
 
 
 def config(method="sisc-pwl", extra=()):
