@@ -128,6 +128,9 @@ def plot_mechanisms(results, path):
     rounds = range(len(results["weak_label_accuracy"]["sisc_pwl"]))
     right.plot(rounds, results["weak_label_accuracy"]["sisc_pwl"], "o-", label="PWL vs true presence")
     right.plot(rounds, results["branch_accuracy"]["sisc_pwl"], "^-", label="branch (sigmoid > 0.5) vs truth")
+    if "presence_majority_accuracy" in results:
+        right.axhline(results["presence_majority_accuracy"], color="tab:orange", linestyle=":",
+                      label="constant answer per class")
     right.set_ylabel("accuracy over (image, class) pairs")
     right.set_xlabel("round")
     right.set_xticks(list(rounds))
