@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo demo-seeds clean
 
 install: $(STAMP)
 
@@ -23,9 +23,13 @@ lint: $(STAMP)
 # The README's first command: the whole method on built-in generated data, CPU only (SEED=N optional).
 # One OpenMP thread: MXNet's CPU kernels sum in a thread-count-dependent order, and over the
 # demo's training that changes the figures by points; with one thread a seed gives the same
-# numbers on every machine (6 min 40 s for seed 0 on an idle 2-core machine).
+# numbers on every machine. Settings and their reasons: docs/DEMO.md.
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/mlsl-gluon demo --out runs/demo$(if $(SEED),-seed$(SEED) --seed $(SEED),)
+
+# The README's seeds table: the demo for seeds 0-4 (SEEDS=...), two at a time, one thread each.
+demo-seeds: $(STAMP)
+	$(PY) tools/demo_seeds.py --seeds $(or $(SEEDS),0-4) --out runs/demo-seeds --jobs 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info
