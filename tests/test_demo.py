@@ -62,6 +62,9 @@ def test_tiny_demo_writes_results_table_and_pictures(tiny_demo):
         values = results[name]["sisc_pwl"]
         assert len(values) == TINY.num_rounds and all(0.0 <= v <= 1.0 for v in values), name
     assert len(results["classification_loss"]["sisc_pwl"]) == TINY.num_rounds
+    # Round 0 of SI on the SISC run's networks is CBST's round 0: same source model, SI, portion.
+    for name in ("pseudo_label_precision", "pseudo_label_coverage"):
+        assert results[name]["si_same_network"][0] == pytest.approx(results[name]["cbst"][0])
     per_class = results["pseudo_label_per_class"]["sisc"][0]
     assert len(per_class["precision"]) == len(per_class["coverage"]) == 19
     # Recomputed here from the files: round 0 of CBST, pixels with a true class only.
