@@ -168,26 +168,21 @@ def normalise_by_count(prob_sum, count):
     return prob_sum, covered
 
 
-def sisc_inference(net, image, ctx, *, K=50, patch_size=512, seed=0, flip=True, include_si=True,
-                   aggregation="probability", batch_size=4, longer_side=None):
+def sisc_inference(net, image, ctx, settings, seed):
     """SISC probabilities of one image (paper Sec. 3.2).
 
     Parameters
     ----------
-    net, image, ctx, flip, longer_side
+    net, image, ctx
         As in :func:`single_inference`; patches are cut from the image at the inference scale.
-    K : int
-        Number of random patches.
-    patch_size : int or (int, int)
-        h x w of a patch at the inference scale.
+    settings : PseudoLabelSettings
+        The step-1 settings: ``K`` random patches of ``patch_size`` (h = w, at the inference
+        scale), ``flip`` and ``longer_side`` as in :func:`single_inference`, ``include_si``
+        (add the SI prediction with count 1, released code; covers pixels no patch reaches),
+        ``aggregation`` (see :func:`accumulate_patches`) and ``batch_size`` (patches per
+        network call, split across contexts).
     seed : int or sequence of int
         Seed of the patch corners (see :func:`patch_seed` for a per-image seed).
-    include_si : bool
-        Add the SI prediction with count 1 (released code; covers pixels no patch reaches).
-    aggregation : {'probability', 'vote'}
-        See :func:`accumulate_patches`.
-    batch_size : int
-        Patches per network call (split across contexts).
 
     Returns
     -------
@@ -196,6 +191,9 @@ def sisc_inference(net, image, ctx, *, K=50, patch_size=512, seed=0, flip=True, 
     covered : ndarray
         (H, W) bool; False where no patch (and no SI) gave a prediction: probabilities 0 there.
     """
+    K, patch_size, flip = settings.K, settings.patch_size, settings.flip
+    include_si, aggregation, batch_size = settings.include_si, settings.aggregation, settings.batch_size
+    longer_side = settings.longer_side
     if K < 1 and not include_si:
         raise ValueError("SISC needs K >= 1 patches or include_si=True")
     x = _inference_image(image, longer_side)

@@ -12,6 +12,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from mlsl_gluon.config import LossSettings
 from mlsl_gluon.losses import classification_bce, mlsl_loss, ohem_cross_entropy, segmentation_cross_entropy
 from mlsl_gluon.training.distributed import num_workers, process_kvstore, start_distributed_trainer
 
@@ -186,9 +187,8 @@ def _check_finite(iteration, values):
             raise NonFiniteLossError(iteration, name, value)
 
 
-def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=False, ohem=False,
-                cls_loss_scale=None, start_iteration=0, log_every=20, progress=True,
-                on_iteration=None, seed=None):
+def train_epoch(net, trainer, batches, ctx_list, *, loss=LossSettings(), start_iteration=0, log_every=20,
+                progress=True, on_iteration=None, seed=None):
     """One pass of SGD over ``batches``: step 2 of a round (Eq. 3, or Eq. 7 with ``use_cls``).
 
     Each global batch is split over ``ctx_list`` (a batch smaller than the device count is
@@ -210,14 +210,11 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
         Yields ``(images (N,3,S,S), label8 (N,S/8,S/8), weak (N,C) or None)`` as numpy
         arrays or NDArrays; label 255 = no (pseudo-)label. ``len(batches)`` sizes the bar.
     ctx_list : list of mx.Context
-    lambda_cls : float
-        ``lambda_Fcl`` of Eq. 6 (paper: 0.025).
-    use_cls : bool
-        Add the PWL classification loss (Eq. 5); ``weak`` must then be given.
-    ohem : bool
-        Released-code option: OHEM bootstrapped cross-entropy instead of Eq. 1/2.
-    cls_loss_scale : float or None
-        Released-code option: if given, replaces ``lambda_cls`` (the released code used 0.04).
+    loss : LossSettings
+        ``use_cls``: add the PWL classification loss (Eq. 5; ``weak`` must then be given) with
+        weight ``lambda_cls`` (``lambda_Fcl`` of Eq. 6, paper 0.025); released-code options
+        ``ohem`` (OHEM bootstrapped cross-entropy instead of Eq. 1/2) and ``cls_loss_scale``
+        (if given, replaces ``lambda_cls``; the released code used 0.04).
     start_iteration : int
         Global index of the first batch (for logging, errors and resumed epochs).
     log_every : int
@@ -243,7 +240,7 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
     NonFiniteLossError
         Before the update of the iteration where a loss is NaN or infinite.
     """
-    weight = lambda_cls if cls_loss_scale is None else cls_loss_scale
+    weight, use_cls, ohem = loss.cls_weight, loss.use_cls, loss.ohem
     total = {"seg": 0.0, "total": 0.0}
     if use_cls:
         total["cls"] = 0.0
