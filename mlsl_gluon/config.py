@@ -59,7 +59,7 @@ class PseudoLabelConfig:
     aggregation: str = "probability"  # probability (Sec. 3.2) | vote (Sec. 4.3 "relative frequency")
     include_si_released: bool = True  # released code: add the whole-image prediction with count 1
     flip: bool = True  # average each patch / image with its horizontal flip
-    longer_side: Optional[int] = 2048  # inference resizes the target so its longer side is this (null = native)
+    longer_side: Optional[int] = 2048  # inference resizes the target so its longer side is this (null=native)
     portion_start: float = 0.15  # target portion p_0 of class-balanced selection
     portion_step: float = 0.05  # p_r = min(p_0 + r * step, max)
     portion_max: float = 0.5  # upper bound on p_r
