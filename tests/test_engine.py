@@ -10,6 +10,7 @@ import pytest
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
+from mlsl_gluon.config import LossSettings
 from mlsl_gluon.losses import classification_bce, ohem_cross_entropy, segmentation_cross_entropy
 from mlsl_gluon.model import MLSLNet, init_params
 from mlsl_gluon.training import (
@@ -27,6 +28,9 @@ from mlsl_gluon.training.engine import is_double_lr_parameter
 
 C = 5
 SIZE = 32  # crop; labels at stride 8 are 4 x 4
+
+# Eq. 7: segmentation + lambda_cls x classification loss.
+PWL = LossSettings(use_cls=True)
 
 
 class NoDropoutNet(gluon.HybridBlock):
@@ -139,7 +143,7 @@ def test_first_update_follows_sgd_with_lr_and_wd_groups():
     loss.backward()
     grads = {short(n): p.grad().asnumpy().copy()
              for n, p in net.collect_params().items() if p.grad_req != "null"}
-    stats = train_epoch(net, trainer, [(images, label8, weak)], ctx, use_cls=True, progress=False)
+    stats = train_epoch(net, trainer, [(images, label8, weak)], ctx, loss=PWL, progress=False)
     assert stats["total"] == pytest.approx(loss.asscalar(), rel=1e-5)
     after = params_numpy(net)
     for name, grad in grads.items():
@@ -154,11 +158,11 @@ def test_eq6_weighting_and_released_cls_scale():
     ctx = [mx.cpu()]
     batches = make_batches(2, 2)
     net = stand_in(ctx)
-    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, use_cls=True, progress=False)
+    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, loss=PWL, progress=False)
     assert stats["total"] == pytest.approx(stats["seg"] + 0.025 * stats["cls"], rel=1e-6)
     assert stats["iterations"] == 2 and stats["images"] == 4
-    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, use_cls=True,
-                        cls_loss_scale=0.04, progress=False)
+    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx,
+                        loss=LossSettings(use_cls=True, cls_loss_scale=0.04), progress=False)
     assert stats["total"] == pytest.approx(stats["seg"] + 0.04 * stats["cls"], rel=1e-6)
     plain = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, progress=False)
     assert set(plain) >= {"seg", "total"} and "cls" not in plain
@@ -177,7 +181,8 @@ def test_ohem_option_and_log_lines(caplog):
     expected = ohem_cross_entropy(mx.nd, seg_logits, label8).mean().asscalar()
     assert expected != pytest.approx(segmentation_cross_entropy(mx.nd, seg_logits, label8).mean().asscalar())
     with caplog.at_level(logging.INFO, logger="mlsl_gluon.training.engine"):
-        stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches[:1] * 2, ctx, ohem=True,
+        stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches[:1] * 2, ctx,
+                            loss=LossSettings(ohem=True),
                             log_every=1, start_iteration=4, progress=False)
     assert stats["seg"] == pytest.approx(expected, rel=1e-5)
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["iteration 4", "iteration 5"]
@@ -198,7 +203,7 @@ def test_unused_classifier_is_not_updated_and_use_cls_needs_weak_labels():
     images, label8, _ = make_batches(1, 2)[0]
     with pytest.raises(ValueError, match="weak labels"):
         train_epoch(net, build_trainer(net, ctx, lr=0.1), [(images, label8, None)], ctx,
-                    use_cls=True, progress=False)
+                    loss=PWL, progress=False)
 
 
 def test_non_finite_loss_raises_before_the_update():
@@ -209,7 +214,7 @@ def test_non_finite_loss_raises_before_the_update():
     batches[1][0][0, 0, 0, 0] = np.nan
     seen = []
     with pytest.raises(NonFiniteLossError, match="global iteration 11") as info:
-        train_epoch(net, trainer, batches, ctx, use_cls=True, start_iteration=10, progress=False,
+        train_epoch(net, trainer, batches, ctx, loss=PWL, start_iteration=10, progress=False,
                     on_iteration=lambda it, losses: seen.append((it, params_numpy(net))))
     assert info.value.iteration == 11 and info.value.loss_name == "seg"
     assert [it for it, _ in seen] == [10]
@@ -224,7 +229,7 @@ def run_epochs(net, ctx, batches, *, kvstore="device", epochs=1, hybridize=False
         net(mx.nd.array(batches[0][0][:1], ctx=ctx[0]))[0].wait_to_read()
     trainer = build_trainer(net, ctx, lr=0.01, kvstore=kvstore)
     for _ in range(epochs):
-        train_epoch(net, trainer, batches, ctx, use_cls=True, progress=False, seed=seed)
+        train_epoch(net, trainer, batches, ctx, loss=PWL, progress=False, seed=seed)
     return params_numpy(net)
 
 
@@ -256,11 +261,11 @@ def test_checkpoint_round_trip_gives_identical_next_update(tmp_path):
     batches = make_batches(4, 2, seed=9)
     reference = mlsl_net(ctx)
     ref_trainer = build_trainer(reference, ctx, lr=0.01)
-    train_epoch(reference, ref_trainer, batches, ctx, use_cls=True, progress=False, seed=1)
+    train_epoch(reference, ref_trainer, batches, ctx, loss=PWL, progress=False, seed=1)
 
     net = mlsl_net(ctx)
     trainer = build_trainer(net, ctx, lr=0.01)
-    train_epoch(net, trainer, batches[:2], ctx, use_cls=True, progress=False, seed=1)
+    train_epoch(net, trainer, batches[:2], ctx, loss=PWL, progress=False, seed=1)
     path = tmp_path / "round0.ckpt"
     state = {"round": 0, "iteration": 2, "rng": [1, 2, 3]}
     save_checkpoint(path, net, trainer, state)
@@ -271,7 +276,7 @@ def test_checkpoint_round_trip_gives_identical_next_update(tmp_path):
     assert load_checkpoint(path, resumed, resumed_trainer) == state
     assert_params_close(params_numpy(resumed), params_numpy(net), rtol=0, atol=0)
     assert resumed_trainer.learning_rate == pytest.approx(0.01)
-    train_epoch(resumed, resumed_trainer, batches[2:], ctx, use_cls=True, start_iteration=2,
+    train_epoch(resumed, resumed_trainer, batches[2:], ctx, loss=PWL, start_iteration=2,
                 progress=False, seed=1)
     assert_params_close(params_numpy(resumed), params_numpy(reference), rtol=1e-5, atol=0)
 

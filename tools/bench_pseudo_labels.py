@@ -14,6 +14,7 @@ JSON. Nothing is tuned on labels of the test images (they are never read): this 
 benchmark. Figures are printed; the last line is one JSON object.
 """
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -233,6 +234,7 @@ def main():
 
     import mxnet as mx
 
+    from mlsl_gluon.config import Config, pseudo_label_settings
     from mlsl_gluon.data.transforms import normalize
     from mlsl_gluon.model import MLSLNet, init_params
     from mlsl_gluon.pseudo_labels import (
@@ -244,10 +246,14 @@ def main():
         sample_patch_corners,
         sisc_inference,
     )
+    from mlsl_gluon.pseudo_labels.round import RoundFolder
 
     ctx = mx.cpu()
     images, names = benchmark_images()
-    sisc = dict(K=args.K, patch_size=args.patch_size, flip=True, batch_size=args.batch_size)
+    # The config's step-1 settings with the benchmark's SISC sizes, at native resolution.
+    sisc = dataclasses.replace(pseudo_label_settings(Config()), method="sisc", K=args.K,
+                               patch_size=args.patch_size, flip=True, batch_size=args.batch_size,
+                               longer_side=None, spatial_prior=False, weak_labels=False, seed=0)
     print(f"images: {len(images)} x {HEIGHT}x{WIDTH} ({', '.join(names)}); {CLASSES} classes; SISC "
           f"K={args.K}, patch {args.patch_size}, flip, batch {args.batch_size}")
     start = time.time()
@@ -272,7 +278,7 @@ def main():
     for kind in (args.network, "random" if args.network == "trained" else "trained"):
         net = networks[kind]
         predict_batch(net, normalize(images[0][:64, :64])[None], ctx)  # build the cached graph
-        probs = [sisc_inference(net, image, ctx, seed=patch_seed(0, name), **sisc)
+        probs = [sisc_inference(net, image, ctx, sisc, patch_seed(0, name))
                  for name, image in zip(names, images)]
         top1 = np.mean([np.mean(p.max(0)) for p, _ in probs])
         print(f"{kind.upper()} network (mean top-1 probability {top1:.3f}):")
@@ -309,8 +315,8 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             start, start_cpu = time.time(), time.process_time()
             # Shard 0 of 2 of a one-image set: pass 1 only (inference + cache), no selection.
-            run_pseudo_label_round(net, InMemoryTarget([image], [name]), tmp, round_idx=0, portion=0.3,
-                                   ctx=ctx, seed=0, shard=(0, 2), **sisc)
+            run_pseudo_label_round(net, InMemoryTarget([image], [name]), RoundFolder(tmp, 0, (0, 2)),
+                                   portion=0.3, ctx=ctx, settings=sisc)
             whole.append(time.time() - start)
             whole_cpu.append(time.process_time() - start_cpu)
     ratio = statistics.median(whole) / statistics.median(forwards)
