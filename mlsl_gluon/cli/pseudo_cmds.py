@@ -89,9 +89,12 @@ def _config_of(config_file, overrides, source, method, given):
             section, key = CONFIG_OPTIONS[name]
             options.setdefault(section, {})[key] = value
     try:
-        return load_config(config_file, overrides, source=source, method=method, options=options)
+        config = load_config(config_file, overrides, source=source, method=method, options=options)
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
+    if config.experiment.method == "source-only":
+        raise click.UsageError(f"{config_file}: method source-only has no pseudo-labels; pass --method")
+    return config
 
 
 def _load_stats(path, settings, num_classes):
