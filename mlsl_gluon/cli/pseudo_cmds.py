@@ -78,7 +78,7 @@ CONFIG_OPTIONS = {
     "batch_size": ("pseudo_label", "batch_size"), "longer_side": ("pseudo_label", "longer_side"),
     "spatial_prior": ("pseudo_label", "spatial_prior"), "eta": ("pseudo_label", "eta"),
 }
-_FROM_CONFIG = " [default: from the config of --source/--method]"
+_FROM_CONFIG = " [default: the value `train` uses for this source and method]"
 
 
 def _config_of(config_file, overrides, source, method, given):
@@ -104,7 +104,7 @@ def _load_stats(path, settings, num_classes):
         needs = [what for what, on in (("--spatial-prior", settings.spatial_prior),
                                        ("pseudo weak labels (a -pwl method)", settings.weak_labels)) if on]
         if needs:
-            raise click.UsageError(f"{' and '.join(needs)} need --source-stats (from `mlsl-gluon stats`); "
+            raise click.UsageError(f"{' and '.join(needs)}: need --source-stats (from `mlsl-gluon stats`); "
                                    f"or choose --no-spatial-prior / a method without -pwl")
         return None
     try:
@@ -119,18 +119,18 @@ def _load_stats(path, settings, num_classes):
 
 @click.command("pseudo-label")
 @click.option("--source", type=click.Choice(SOURCES), default=None,
-              help="Source domain of the network (default: from --config, else gta5); sets the class "
-                   "count and, as for `train`, the defaults below.")
+              help="Source domain of the network (default: the config file's, else gta5); sets the "
+                   "class count and, as for `train`, the defaults below.")
 @click.option("--method", type=click.Choice([m for m in METHODS if m != "source-only"]), default=None,
               help="cbst* = single whole-image inference, sisc* = SISC patches (paper); -pwl also writes "
-                   "pseudo weak labels (default: from --config, else sisc-pwl).")
+                   "pseudo weak labels (default: the config file's, else sisc-pwl).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="experiments/*.yaml, as for `train`.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config field, as for `train` (applied last).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights of the fixed network (any format `evaluate` reads); not needed with "
-                   "--combine.")
+              help="Weights of the fixed network (any format `evaluate` reads); not needed to "
+                   "combine shards.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cityscapes root (leftImg8bit/; gtFine/ is not needed).")
 @click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True)
