@@ -64,8 +64,9 @@ def test_command_help_lists_its_options(path):
     # The option names of the help's "Options:" section, in the order they are shown.
     shown = []
     for line in result.output.split("Options:")[1].splitlines():
-        words = line.strip().split()
-        if words and words[0].startswith("--") and words[0] != "--help":
+        words = line.split()
+        # An option starts a line indented by two; deeper lines are wrapped help text.
+        if line.startswith("  --") and words[0] != "--help":
             shown.append(" ".join(words[:3]) if words[1:2] == ["/"] else words[0])
     expected = [o for o in OPTIONS[path] if o.startswith("--")]
     assert shown == expected
