@@ -27,15 +27,10 @@ from .cache import (
     atomic_write_json,
     encode_top_classes,
 )
+from .grid import dequantise_probability, quantise_probability
 from .inference import patch_seed, single_inference, sisc_inference
-from .selection import (
-    IGNORE_LABEL,
-    ThresholdAccumulator,
-    apply_spatial_prior,
-    dequantise_probability,
-    quantise_probability,
-    select_from_top_classes,
-)
+from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes
+from .thresholds import ThresholdAccumulator
 from .weak_labels import pseudo_weak_labels
 
 logger = logging.getLogger(__name__)
@@ -78,7 +73,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                            patch_size=512, seed=0, flip=True, include_si=True, aggregation="probability",
                            batch_size=4, longer_side=None, prior=None, class_mean_sizes=None, eta=0.05,
                            cache_path=None, checkpoint_digest="", shard=(0, 1), regenerate=False,
-                           top_classes=2, code_shift=0, save_colour=False, progress=True):
+                           top_classes=3, code_shift=0, save_colour=False, progress=True):
     """Pseudo-labels of one round for a target dataset (or one shard of it).
 
     Parameters
