@@ -8,12 +8,14 @@ its rank is 0 or the score at its rank is 0 (the rules of :mod:`.selection`).
 Memory stays flat in the number of images: each class keeps a histogram over the 16-bit grid of
 :mod:`.grid` (C * 63491 * 8 bytes). What is exact and what is approximate:
 
-- :meth:`ThresholdAccumulator.thresholds` returns the grid point at the lower edge of the bin
-  holding the rank: k_grid <= k_exact < k_grid * (1 + 2^-10), i.e. a relative error below
-  9.8e-4 for every k_exact >= 2^-32 (with ``shift`` s: below 2^-(10-s)); a score at the rank
-  below 2^-32 is taken as 0 (k = 1). Because k_grid is a grid point, every decision s >= k_grid
-  is the same on cached codes as on the full-precision scores. This is what a round uses (its
-  second pass reads the cache, whose codes carry no finer information).
+- :meth:`ThresholdAccumulator.thresholds` returns one of the two grid points bracketing the
+  bin that holds the rank: the one whose count of scores >= it is nearer floor(N_c * p) (the
+  lower one on ties). Hence |k_grid - k_exact| < 2^-10 * k_exact for every k_exact >= 2^-32
+  (with ``shift`` s: 2^-(10-s)), and the count selected per class is off the rank by at most
+  half the population of one bin; a score at the rank below 2^-32 is taken as 0 (k = 1).
+  Because k_grid is a grid point, every decision s >= k_grid is the same on cached codes as on
+  the full-precision scores. This is what a round uses (its second pass reads the cache, whose
+  codes carry no finer information).
 - :class:`ThresholdRefinement`, a second pass over the same full-precision maps that keeps only
   the scores of the one bin holding each class's rank, makes k_c exact (the float32 score at
   the rank). :func:`class_balanced_thresholds` does both passes by default.
@@ -146,11 +148,16 @@ class ThresholdAccumulator:
         return rank, bins, above
 
     def thresholds(self, portion):
-        """The C thresholds k_c on the grid, within 2^-(10-shift) below the exact ones."""
-        _, bins, _ = self.rank_bins(portion)
+        """The C thresholds k_c on the grid, within 2^-(10-shift) of the exact ones (module docstring)."""
+        rank, bins, above = self.rank_bins(portion)
+        hist = self._ranked_hist()
         k = np.ones(self.num_classes, dtype=np.float64)
-        ranked = bins > 0  # bin 0 holds the zero scores: k = 1 (zero-threshold rule)
-        k[ranked] = dequantise_probability(bins[ranked], self.shift)
+        for c in np.flatnonzero(bins > 0):  # bin 0 holds the zero scores: k = 1 (zero-threshold rule)
+            inside = rank[c] - above[c]  # 1..n: the rank's place in its bin, from the top
+            # The bin's upper edge selects `above` pixels, its lower edge `above + n`: take the
+            # count nearer the rank (the lower edge on ties, selecting at least the rank).
+            upper = 2 * inside < hist[c, bins[c]] and bins[c] + 1 < self.bins
+            k[c] = dequantise_probability(bins[c] + int(upper), self.shift)
         return k
 
     def state(self):
