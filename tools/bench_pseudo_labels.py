@@ -175,8 +175,9 @@ def exact_thresholds(score_maps, portion):
 
 
 def prior_figures(probs, names, prior, portion=0.5):
-    """With the spatial prior: the round's cache path (top 3 classes by prior-weighted score, grid
-    thresholds from the cached codes) against the exact definition on the float32 scores.
+    """With the spatial prior: the round's cache path (top 3 classes by prior-weighted score, later
+    classes below 1/LATER_CLASS_SPREAD of the first dropped, grid thresholds from the cached codes)
+    against the exact definition on the float32 scores.
 
     Returns (largest entry in bytes, max relative threshold error over classes with an exact
     threshold >= 1e-6, agreement with exact selection, agreement with full-precision selection
@@ -190,13 +191,14 @@ def prior_figures(probs, names, prior, portion=0.5):
         select_from_top_classes,
         select_pseudo_labels,
     )
+    from mlsl_gluon.pseudo_labels.cache import LATER_CLASS_SPREAD, spread_is_lossless
 
     scores = [apply_spatial_prior(p, prior) for p, _ in probs]
     exact = exact_thresholds(scores, portion)
     with tempfile.TemporaryDirectory() as tmp:
         cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
         for name, score, (_, covered) in zip(names, scores, probs):
-            cache.write(name, *encode_top_classes(score, valid=covered))
+            cache.write(name, *encode_top_classes(score, valid=covered, spread=LATER_CLASS_SPREAD))
         sizes = [int(cache.entry_nbytes(n)) for n in names]
         entries = [cache.read(n) for n in names]
         cache.close()
@@ -212,7 +214,8 @@ def prior_figures(probs, names, prior, portion=0.5):
     print(f"  with the spatial prior, portion {portion}: cache bytes per image {sizes}; max relative "
           f"threshold error {rel_error:.2e} (classes with k >= 1e-6: {int(ranked.sum())}); labels from "
           f"the cache agree with exact selection on {vs_exact:.6f} of pixels, with full-precision "
-          f"selection under the same thresholds on {vs_same:.6f}")
+          f"selection under the same thresholds on {vs_same:.6f}; thresholds {k.min():.2e}..{k.max():.2e}, "
+          f"spread rule lossless: {spread_is_lossless(k, LATER_CLASS_SPREAD)}")
     return max(sizes), rel_error, vs_exact, vs_same
 
 

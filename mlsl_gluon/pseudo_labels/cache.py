@@ -19,9 +19,16 @@ cached top-class codes, :mod:`.thresholds`):
   19-class maps with a random prior, T = 2 falls below 99.99 % agreement and T = 3 stays above
   (tests/test_pseudo_cache.py), hence T = 3.
 
-Without a prior every k_c is at least the grid point of 1/C, so a later class scoring below it
-can never be selected: ``floor`` drops it (class 255), losslessly, and zeros compress better
-than its codes would.
+Two rules drop a later class (class 255, code 0), which can only make it lose, and zeros
+compress better than its codes would:
+
+- ``floor``: without a prior every k_c is at least the grid point of 1/C, so a later class
+  scoring below it can never pass s_c >= k_c (lossless).
+- ``spread`` R (used with the prior, R = ``LATER_CLASS_SPREAD``): drop a later class c with
+  s_c < s_1 / R, s_1 being the pixel's first score. It can win only if s_c / k_c >= s_1 / k_1,
+  i.e. s_c >= s_1 * k_c / k_1 >= s_1 * min k / max k, so dropping it is lossless whenever the
+  round's thresholds satisfy min_c k_c >= max_c k_c / R (:func:`spread_is_lossless`; the
+  round's second pass checks it and warns otherwise).
 
 Codes of neighbouring pixels are close, so they are stored as 2-D differences
 (c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
@@ -52,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # 3: relative 16-bit grid (2: float16 grid of 1 - p)
 DEFAULT_TOP_CLASSES = 3
+LATER_CLASS_SPREAD = 1024.0  # spread of the round's dropping rule with the prior (module docstring)
 GZIP_LEVEL = 4
 
 
@@ -86,7 +94,7 @@ def npz_bytes(**arrays):
     return buf.getvalue()
 
 
-def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, floor=0.0):
+def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, floor=0.0, spread=None):
     """Keep the ``top`` highest-scoring classes per pixel with their quantised scores.
 
     Parameters
@@ -101,6 +109,9 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, 
         Grid coarsening of :func:`quantise_probability`.
     floor : float
         Classes after the first whose score is below this are dropped (class 255).
+    spread : float, optional
+        Classes after the first whose score is below (first score) / ``spread`` are dropped too:
+        lossless while max_c k_c / min_c k_c <= ``spread`` (module docstring).
 
     Returns
     -------
@@ -115,6 +126,8 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, 
     top_code = quantise_probability(np.maximum(top_score, 0.0), shift)
     dropped = np.zeros(top_class.shape, dtype=bool)
     dropped[1:] = top_score[1:] < floor
+    if spread is not None:
+        dropped[1:] |= top_score[1:] * np.float32(spread) < top_score[:1]
     dropped |= ~np.isfinite(top_score)  # fewer than T classes
     top_class[dropped] = IGNORE_LABEL
     top_code[dropped] = 0
@@ -122,6 +135,13 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, 
         top_class[:, ~valid] = IGNORE_LABEL
         top_code[:, ~valid] = 0
     return top_class, top_code
+
+
+def spread_is_lossless(thresholds, spread):
+    """True when dropping later classes below (first score) / ``spread`` cannot change a label:
+    min_c k_c >= max_c k_c / spread (module docstring)."""
+    k = np.asarray(thresholds, dtype=np.float64)
+    return bool(k.min() * spread >= k.max())
 
 
 def _to_differences(code):

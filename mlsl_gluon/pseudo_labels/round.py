@@ -22,10 +22,12 @@ from tqdm import tqdm
 
 from ..data.classes import class_names, palette
 from .cache import (
+    LATER_CLASS_SPREAD,
     ProbabilityCache,
     atomic_write_bytes,
     atomic_write_json,
     encode_top_classes,
+    spread_is_lossless,
 )
 from .grid import dequantise_probability, quantise_probability
 from .inference import patch_seed, single_inference, sisc_inference
@@ -66,6 +68,7 @@ def round_settings(*, round_idx, method, K, patch_size, seed, flip, include_si, 
         # Lossless only without a prior: then every k_c >= the grid point of 1/C.
         "second_class_floor": 0.0 if prior is not None else float(
             dequantise_probability(quantise_probability(1.0 / num_classes, code_shift), code_shift)),
+        "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 0.0,
     }
 
 
@@ -167,7 +170,8 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
                 top_class, top_code = encode_top_classes(prob, top_classes, valid=covered, shift=code_shift,
-                                                         floor=settings["second_class_floor"])
+                                                         floor=settings["second_class_floor"],
+                                                         spread=settings["later_class_spread"] or None)
                 cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
@@ -245,6 +249,10 @@ def combine_pseudo_label_round(out_dir, *, round_idx, portion, num_shards, class
             os.path.join(out_dir, "shards", _shard_tag(round_idx, (i, num_shards)) + ".npz"))
         accumulator = acc if accumulator is None else accumulator.merge(acc)
     thresholds = accumulator.thresholds(portion)
+    spread = manifests[0]["settings"].get("later_class_spread", 0.0)
+    if spread and not spread_is_lossless(thresholds, spread):
+        logger.warning("round %d: thresholds spread beyond %g; classes the cache dropped could have "
+                       "won a few pixels (%s)", round_idx, spread, ", ".join(f"{k:.3g}" for k in thresholds))
     num_classes = accumulator.num_classes
     selected = np.zeros(num_classes, dtype=np.int64)
     weak, uncovered, total_pixels = {}, 0, 0
