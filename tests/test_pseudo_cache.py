@@ -15,7 +15,7 @@ from mlsl_gluon.pseudo_labels import (
     select_from_top_classes,
     select_pseudo_labels,
 )
-from mlsl_gluon.pseudo_labels.cache import FORMAT_VERSION
+from mlsl_gluon.pseudo_labels.cache import FORMAT_VERSION, spread_is_lossless
 
 META = {"round": 1, "checkpoint_digest": "abc", "K": 50, "patch_size": 512, "seed": 0,
         "num_classes": 4, "resolution": "native", "flip": True}
@@ -114,6 +114,24 @@ def test_without_prior_the_floor_is_lossless():
     k_all, without = cached_round(maps, 3, 0.5)
     assert np.array_equal(k_floor, k_all) and np.all(k_all >= floor)
     assert all(np.array_equal(a, b) for a, b in zip(with_floor, without))
+
+
+def test_spread_rule_is_lossless_when_the_thresholds_allow_it():
+    scores = dirichlet_scores(3, (48, 64), seed=2)
+    k, everything = cached_round(scores, 3, 0.5)
+    acc = ThresholdAccumulator(C)
+    for s in scores:
+        acc.update(s)
+    counts = acc.class_counts()
+    spread = k[counts > 0].max() / k.min()
+    assert spread_is_lossless(k, spread * 1.01, counts) and not spread_is_lossless(k, spread / 1.01, counts)
+    for factor, lossless in ((1.01, True), (1 / 4, False)):
+        encoded = [encode_top_classes(s, top=3, spread=spread * factor) for s in scores]
+        labels = [select_from_top_classes(c, dequantise_probability(code), k) for c, code in encoded]
+        same = all(np.array_equal(a, b) for a, b in zip(labels, everything))
+        assert same == lossless
+        dropped = sum(int((c[1:] == 255).sum()) for c, _ in encoded)
+        assert dropped > 0
 
 
 def test_format_version_is_in_the_metadata(tmp_path):

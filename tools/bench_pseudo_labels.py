@@ -215,7 +215,7 @@ def prior_figures(probs, names, prior, portion=0.5):
           f"threshold error {rel_error:.2e} (classes with k >= 1e-6: {int(ranked.sum())}); labels from "
           f"the cache agree with exact selection on {vs_exact:.6f} of pixels, with full-precision "
           f"selection under the same thresholds on {vs_same:.6f}; thresholds {k.min():.2e}..{k.max():.2e}, "
-          f"spread rule lossless: {spread_is_lossless(k, LATER_CLASS_SPREAD)}")
+          f"spread rule lossless: {spread_is_lossless(k, LATER_CLASS_SPREAD, acc.class_counts())}")
     return max(sizes), rel_error, vs_exact, vs_same
 
 

@@ -25,10 +25,12 @@ compress better than its codes would:
 - ``floor``: without a prior every k_c is at least the grid point of 1/C, so a later class
   scoring below it can never pass s_c >= k_c (lossless).
 - ``spread`` R (used with the prior, R = ``LATER_CLASS_SPREAD``): drop a later class c with
-  s_c < s_1 / R, s_1 being the pixel's first score. It can win only if s_c / k_c >= s_1 / k_1,
-  i.e. s_c >= s_1 * k_c / k_1 >= s_1 * min k / max k, so dropping it is lossless whenever the
-  round's thresholds satisfy min_c k_c >= max_c k_c / R (:func:`spread_is_lossless`; the
-  round's second pass checks it and warns otherwise).
+  s_c < s_1 / R, s_1 being the pixel's first score (of class a). It can win only if
+  s_c / k_c >= s_1 / k_a, i.e. s_c >= s_1 * k_c / k_a, so dropping it is lossless whenever the
+  round's thresholds satisfy min_c k_c >= max_a k_a / R over the classes a that are the argmax
+  somewhere (:func:`spread_is_lossless`; the round's second pass checks it and warns
+  otherwise). R trades exactness against size: a larger R keeps more later classes
+  (tools/bench_pseudo_labels.py prints entry sizes and the thresholds' range).
 
 Codes of neighbouring pixels are close, so they are stored as 2-D differences
 (c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
@@ -59,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # 3: relative 16-bit grid (2: float16 grid of 1 - p)
 DEFAULT_TOP_CLASSES = 3
-LATER_CLASS_SPREAD = 1024.0  # spread of the round's dropping rule with the prior (module docstring)
+LATER_CLASS_SPREAD = 64.0  # R of the round's dropping rule with the prior (module docstring)
 GZIP_LEVEL = 4
 
 
@@ -137,11 +139,13 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, 
     return top_class, top_code
 
 
-def spread_is_lossless(thresholds, spread):
+def spread_is_lossless(thresholds, spread, class_counts):
     """True when dropping later classes below (first score) / ``spread`` cannot change a label:
-    min_c k_c >= max_c k_c / spread (module docstring)."""
+    min_c k_c >= max_a k_a / spread, a over the classes that are the argmax somewhere
+    (``class_counts`` N_a > 0: only they can be a pixel's first class; module docstring)."""
     k = np.asarray(thresholds, dtype=np.float64)
-    return bool(k.min() * spread >= k.max())
+    occurring = np.asarray(class_counts) > 0
+    return bool(not occurring.any() or k.min() * spread >= k[occurring].max())
 
 
 def _to_differences(code):

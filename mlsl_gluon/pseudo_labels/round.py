@@ -250,7 +250,7 @@ def combine_pseudo_label_round(out_dir, *, round_idx, portion, num_shards, class
         accumulator = acc if accumulator is None else accumulator.merge(acc)
     thresholds = accumulator.thresholds(portion)
     spread = manifests[0]["settings"].get("later_class_spread", 0.0)
-    if spread and not spread_is_lossless(thresholds, spread):
+    if spread and not spread_is_lossless(thresholds, spread, accumulator.class_counts()):
         logger.warning("round %d: thresholds spread beyond %g; classes the cache dropped could have "
                        "won a few pixels (%s)", round_idx, spread, ", ".join(f"{k:.3g}" for k in thresholds))
     num_classes = accumulator.num_classes
