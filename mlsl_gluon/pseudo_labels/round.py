@@ -21,14 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.classes import class_names, palette
-from .cache import (
-    LATER_CLASS_SPREAD,
-    ProbabilityCache,
-    atomic_write_bytes,
-    atomic_write_json,
-    encode_top_classes,
-    spread_is_lossless,
-)
+from ..io import atomic_write_bytes, atomic_write_json
+from .cache import LATER_CLASS_SPREAD, ProbabilityCache, encode_top_classes, spread_is_lossless
 from .grid import dequantise_probability, quantise_probability
 from .inference import patch_seed, single_inference, sisc_inference
 from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes

@@ -28,6 +28,7 @@ never the argmax keeps k = 1). Default off: the exact definition.
 """
 import numpy as np
 
+from ..io import atomic_write_bytes, npz_bytes
 from .grid import dequantise_probability, num_probability_codes, quantise_probability
 from .selection import apply_spatial_prior, class_argmax
 
@@ -178,8 +179,6 @@ class ThresholdAccumulator:
 
     def save(self, path):
         """Write the state to ``path`` (.npz) atomically."""
-        from .cache import atomic_write_bytes, npz_bytes
-
         atomic_write_bytes(path, npz_bytes(**self.state()))
 
     @classmethod
