@@ -15,9 +15,12 @@ cached top-class codes, :mod:`.thresholds`):
   the T kept classes, unless two kept ratios s_c / k_c are within the grid's 2^-10 of each other
   (their order can flip). A class ranked below T can win only where s_c >= k_c and
   s_c / k_c beats the T higher scores, i.e. where k_c is much smaller than their thresholds.
-  The spatial prior does that (it makes the thresholds of rare classes small): on random
-  19-class maps with a random prior, T = 2 falls below 99.99 % agreement and T = 3 stays above
-  (tests/test_pseudo_cache.py), hence T = 3.
+  The spatial prior does that (it makes the thresholds of rare classes small), so with the
+  prior T = 3 (:func:`default_top_classes`): on random 19-class maps with a random prior and on
+  network maps, T = 2 loses visibly more than 1e-4 of the pixels, T = 3 stays within it
+  (tests/test_pseudo_cache.py, tools/bench_pseudo_labels.py). Without a prior thresholds are
+  all within [1/C, 1] and T = 2 (a third class wins only where k_3 is a few times smaller
+  than k_1 and k_2 while s_3 >= k_3).
 
 Two rules drop a later class (class 255, code 0), which can only make it lose, and zeros
 compress better than its codes would:
@@ -57,7 +60,7 @@ from .selection import IGNORE_LABEL, top_classes
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # 3: relative 16-bit grid (2: float16 grid of 1 - p)
-DEFAULT_TOP_CLASSES = 3
+DEFAULT_TOP_CLASSES = 3  # with the spatial prior; 2 without (module docstring)
 LATER_CLASS_SPREAD = 64.0  # R of the round's dropping rule with the prior (module docstring)
 GZIP_LEVEL = 4
 
@@ -107,6 +110,11 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, 
         top_class[:, ~valid] = IGNORE_LABEL
         top_code[:, ~valid] = 0
     return top_class, top_code
+
+
+def default_top_classes(with_prior):
+    """T kept per pixel by default: 3 with the spatial prior, 2 without (module docstring)."""
+    return DEFAULT_TOP_CLASSES if with_prior else 2
 
 
 def spread_is_lossless(thresholds, spread, class_counts):

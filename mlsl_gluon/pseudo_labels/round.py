@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from ..data.classes import class_names, palette
 from ..io import atomic_write_bytes, atomic_write_json
-from .cache import LATER_CLASS_SPREAD, ProbabilityCache, encode_top_classes, spread_is_lossless
+from .cache import (
+    LATER_CLASS_SPREAD,
+    ProbabilityCache,
+    default_top_classes,
+    encode_top_classes,
+    spread_is_lossless,
+)
 from .grid import dequantise_probability, quantise_probability
 from .inference import patch_seed, single_inference, sisc_inference
 from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes
@@ -57,7 +63,8 @@ def round_settings(*, round_idx, method, K, patch_size, seed, flip, include_si, 
         "seed": int(seed) if sisc else 0, "include_si": bool(include_si) if sisc else True,
         "aggregation": aggregation if sisc else "probability", "flip": bool(flip),
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
-        "num_classes": int(num_classes), "prior_digest": prior_digest, "top_classes": int(top_classes),
+        "num_classes": int(num_classes), "prior_digest": prior_digest,
+        "top_classes": int(top_classes or default_top_classes(prior is not None)),
         "code_shift": int(code_shift),
         # Lossless only without a prior: then every k_c >= the grid point of 1/C.
         "second_class_floor": 0.0 if prior is not None else float(
@@ -70,7 +77,7 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                            patch_size=512, seed=0, flip=True, include_si=True, aggregation="probability",
                            batch_size=4, longer_side=None, prior=None, class_mean_sizes=None, eta=0.05,
                            cache_path=None, checkpoint_digest="", shard=(0, 1), regenerate=False,
-                           top_classes=3, code_shift=0, save_colour=False, progress=True):
+                           top_classes=None, code_shift=0, save_colour=False, progress=True):
     """Pseudo-labels of one round for a target dataset (or one shard of it).
 
     Parameters
@@ -108,8 +115,8 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
         call :func:`combine_pseudo_label_round` once every shard has finished.
     regenerate : bool
         Recreate a cache whose settings differ instead of refusing it.
-    top_classes : int
-        Classes per pixel kept in the cache (see :mod:`.cache`).
+    top_classes : int, optional
+        Classes per pixel kept in the cache; default 3 with a prior, 2 without (see :mod:`.cache`).
     code_shift : int
         Coarsening of the probability grid of cache and thresholds (see :mod:`.selection`).
     save_colour : bool
@@ -163,9 +170,9 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
-                top_class, top_code = encode_top_classes(prob, top_classes, valid=covered, shift=code_shift,
-                                                         floor=settings["second_class_floor"],
-                                                         spread=settings["later_class_spread"] or None)
+                top_class, top_code = encode_top_classes(
+                    prob, settings["top_classes"], valid=covered, shift=code_shift,
+                    floor=settings["second_class_floor"], spread=settings["later_class_spread"] or None)
                 cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
