@@ -23,25 +23,25 @@ from tqdm import tqdm
 
 from ..data.classes import class_names, palette
 from ..io import atomic_write_bytes, atomic_write_json
-from .cache import ProbabilityCache, encode_top_classes
-from .inference import patch_seed, single_inference, sisc_inference
-from .selection import (
-    IGNORE_LABEL,
-    ThresholdAccumulator,
-    apply_spatial_prior,
-    dequantise_probability,
-    quantise_probability,
-    select_from_top_classes,
+from .cache import (
+    LATER_CLASS_SPREAD,
+    ProbabilityCache,
+    default_top_classes,
+    encode_top_classes,
+    spread_is_lossless,
 )
+from .grid import dequantise_probability, quantise_probability
+from .inference import patch_seed, single_inference, sisc_inference
+from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes
+from .thresholds import ThresholdAccumulator
 from .weak_labels import pseudo_weak_labels
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("sisc", "si")
 
-# What the cache keeps per pixel: the two most probable classes on the finest probability grid
-# (see :mod:`.cache` and :mod:`.selection`); fixed, recorded in every cache's settings.
-TOP_CLASSES = 2
+# The finest probability grid (see :mod:`.grid`); how many classes per pixel the cache keeps is
+# :func:`.cache.default_top_classes`. Both are recorded in every cache's settings.
 CODE_SHIFT = 0
 
 
@@ -109,11 +109,12 @@ def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest
         "include_si": bool(settings.include_si) if sisc else True,
         "aggregation": settings.aggregation if sisc else "probability", "flip": bool(settings.flip),
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
-        "num_classes": int(num_classes), "prior_digest": prior_digest, "top_classes": TOP_CLASSES,
-        "code_shift": CODE_SHIFT,
+        "num_classes": int(num_classes), "prior_digest": prior_digest,
+        "top_classes": default_top_classes(prior is not None), "code_shift": CODE_SHIFT,
         # Lossless only without a prior: then every k_c >= the grid point of 1/C.
         "second_class_floor": 0.0 if prior is not None else float(
             dequantise_probability(quantise_probability(1.0 / num_classes, CODE_SHIFT), CODE_SHIFT)),
+        "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 0.0,
     }
 
 
@@ -221,8 +222,10 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
-                top_class, top_code = encode_top_classes(prob, TOP_CLASSES, valid=covered, shift=CODE_SHIFT,
-                                                         floor=cache_settings["second_class_floor"])
+                top_class, top_code = encode_top_classes(
+                    prob, cache_settings["top_classes"], valid=covered, shift=CODE_SHIFT,
+                    floor=cache_settings["second_class_floor"],
+                    spread=cache_settings["later_class_spread"] or None)
                 cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
@@ -303,6 +306,10 @@ def combine_pseudo_label_round(folder, *, portion, num_shards, class_mean_sizes=
         acc = ThresholdAccumulator.load(folder.shard_file((i, num_shards), ".npz"))
         accumulator = acc if accumulator is None else accumulator.merge(acc)
     thresholds = accumulator.thresholds(portion)
+    spread = manifests[0]["settings"].get("later_class_spread", 0.0)
+    if spread and not spread_is_lossless(thresholds, spread, accumulator.class_counts()):
+        logger.warning("round %d: thresholds spread beyond %g; classes the cache dropped could have "
+                       "won a few pixels (%s)", round_idx, spread, ", ".join(f"{k:.3g}" for k in thresholds))
     num_classes = accumulator.num_classes
     selected = np.zeros(num_classes, dtype=np.int64)
     weak, uncovered, total_pixels = {}, 0, 0
