@@ -97,8 +97,8 @@ def test_losses_hybridize_to_the_same_values():
     x = nd.array(rng.randn(2, 3, 6, 7))
     y = nd.array(rng.randint(0, 3, size=(2, 6, 7)))
     for norm in SEG_NORMALIZATIONS:
-        for fn in (lambda F, a, b: segmentation_cross_entropy(F, a, b, normalization=norm),
-                   lambda F, a, b: ohem_cross_entropy(F, a, b, min_kept=5, normalization=norm)):
+        for fn in (lambda F, a, b, n=norm: segmentation_cross_entropy(F, a, b, normalization=n),
+                   lambda F, a, b, n=norm: ohem_cross_entropy(F, a, b, min_kept=5, normalization=n)):
             block = gluon.nn.HybridLambda(fn)
             imperative = block(x, y).asnumpy()
             block.hybridize()

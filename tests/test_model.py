@@ -185,11 +185,11 @@ def test_predict_is_inference_mode_and_runs_no_classification_branch():
         prob = net.predict(x, flip=True)
     np.testing.assert_array_equal(prob.asnumpy(), reference)
     assert calls == []
-    # the same probabilities as the segmentation output of the full forward pass
-    seg, _ = net(mx.nd.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 6, 0, 6)))
+    # segment() gives the segmentation output of the full forward pass
+    padded = mx.nd.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 6, 0, 6))
+    seg, _ = net(padded)
     assert calls == [1]
-    direct = mx.nd.softmax(net.segment(mx.nd.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 6, 0, 6))), axis=1)
-    np.testing.assert_array_equal(direct.asnumpy(), mx.nd.softmax(seg, axis=1).asnumpy())
+    np.testing.assert_array_equal(net.segment(padded).asnumpy(), seg.asnumpy())
     net.hybridize()
     np.testing.assert_allclose(net.predict(x, flip=True).asnumpy(), reference, rtol=1e-5, atol=1e-6)
     assert calls == [1]
@@ -200,7 +200,8 @@ def test_classification_branch_initialisation_released_or_normal():
     small = _net(num_classes=19, width=0.125, cls_init="normal")
     fan_in = released.cls_branch.fc2.weight.shape[1]
     # released: MSRA on every new layer, std sqrt(2 / fan_in) (64 units here: 0.177)
-    assert released.cls_branch.fc2.weight.data().asnumpy().std() == pytest.approx(np.sqrt(2 / fan_in), rel=0.1)
+    msra_std = np.sqrt(2 / fan_in)
+    assert released.cls_branch.fc2.weight.data().asnumpy().std() == pytest.approx(msra_std, rel=0.1)
     assert small.cls_branch.fc2.weight.data().asnumpy().std() == pytest.approx(0.01, rel=0.1)
     for net in (released, small):
         assert not net.cls_branch.fc2.bias.data().asnumpy().any()

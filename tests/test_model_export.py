@@ -54,7 +54,8 @@ def test_onnx_export_matches_onnxruntime(tmp_path, include_classifier):
     net = _net(16)
     x = mx.nd.random.normal(shape=(1, 3, 72, 88))
     seg, cls = net(x)
-    path = export_onnx(net, tmp_path / "mlsl.onnx", input_shape=x.shape, include_classifier=include_classifier)
+    path = export_onnx(net, tmp_path / "mlsl.onnx", input_shape=x.shape,
+                       include_classifier=include_classifier)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the exporter lists weights as graph inputs; ORT warns per weight
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -219,7 +219,8 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.04, use_cls=Fal
       ``lambda_cls`` x Eq. 5; the update uses the mean over the global batch (``rescale_grad``
       = 1 / (batch size x workers)), so it does not depend on how the batch is split.
 
-    A classifier branch the network has but ``use_cls`` leaves unused is not updated at all. Deterministic on CPU for identical inputs and parameters; with
+    A classifier branch the network has but ``use_cls`` leaves unused is not updated at all.
+    Deterministic on CPU for identical inputs and parameters; with
     dropout in the network pass ``seed`` so that the masks depend only on the iteration.
 
     Parameters
