@@ -79,6 +79,8 @@ class TrainConfig:
     lambda_cls: float = 0.025  # Eq. 6 weight of the image-classification loss (Table 4)
     cls_loss_scale_released: Optional[float] = None  # released code: cls loss x 0.04 instead of lambda_cls
     ohem_released: bool = False  # released code: OHEM bootstrapped cross-entropy
+    # released: mean over the valid pixels of a device batch; per_image: the paper text (Eq. 1/2)
+    loss_normalization: str = "valid_pixels_per_device_batch"
     log_every: int = 20  # a log line every N iterations
     checkpoint_every: int = 200  # mid-epoch checkpoint every N iterations (resume point)
 
@@ -178,6 +180,7 @@ class LossSettings:
     lambda_cls: float = TrainConfig.lambda_cls  # Eq. 6 weight
     ohem: bool = TrainConfig.ohem_released  # released code: OHEM bootstrapped cross-entropy
     cls_loss_scale: Optional[float] = TrainConfig.cls_loss_scale_released  # released: replaces lambda_cls
+    normalization: str = TrainConfig.loss_normalization  # segmentation loss averaging (see train_epoch)
 
     @property
     def cls_weight(self):
@@ -219,10 +222,10 @@ def train_settings(config):
         return TrainSettings(lr=so.lr, momentum=so.momentum, wd=so.wd, batch_size=so.batch_size,
                              epochs=so.epochs, seed=config.experiment.seed,
                              loss=LossSettings(use_cls=False, lambda_cls=t.lambda_cls, ohem=False,
-                                               cls_loss_scale=None),
+                                               cls_loss_scale=None, normalization=t.loss_normalization),
                              log_every=t.log_every, checkpoint_every=t.checkpoint_every)
     loss = LossSettings(use_cls=config.use_pwl, lambda_cls=t.lambda_cls, ohem=t.ohem_released,
-                        cls_loss_scale=t.cls_loss_scale_released)
+                        cls_loss_scale=t.cls_loss_scale_released, normalization=t.loss_normalization)
     return TrainSettings(lr=t.lr, momentum=t.momentum, wd=t.wd, batch_size=t.batch_size,
                          epochs=config.rounds.epochs_per_round, seed=config.experiment.seed, loss=loss,
                          log_every=t.log_every, checkpoint_every=t.checkpoint_every)

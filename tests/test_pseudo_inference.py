@@ -35,8 +35,9 @@ class PixelwiseNet(nn.HybridBlock):
     def hybrid_forward(self, F, x):
         return self.conv(x)
 
-    def predict(self, x):
-        return mx.nd.softmax(self(x), axis=1)
+    def predict(self, x, flip=False):
+        prob = mx.nd.softmax(self(x), axis=1)
+        return 0.5 * (prob + self.predict(x.flip(axis=3)).flip(axis=3)) if flip else prob
 
 
 def pixelwise_net(ctx=mx.cpu()):

@@ -55,18 +55,20 @@ def sample_patch_corners(height, width, patch_size, K, seed):
 
 
 def predict_batch(net, batch, ctx, flip=True):
-    """Softmax probabilities of a batch, split across contexts, optionally flip-averaged.
+    """Full-resolution probabilities of a batch, split across contexts, optionally flip-averaged.
 
     Parameters
     ----------
     net : HybridBlock
-        Has ``predict(x) -> (N, C, H, W)`` probabilities; parameters on every context in ctx.
+        Has ``predict(x, flip=...) -> (N, C, H, W)`` probabilities (``MLSLNet``: the released
+        protocol, trunk and segmentation head only); parameters on every context in ctx.
     batch : ndarray
         (N, 3, H, W) float32 normalised images.
     ctx : Context or list of Context
         Devices; the batch is split into consecutive parts, one per context.
     flip : bool
-        Average with the prediction of the horizontally flipped input.
+        Average with the prediction of the horizontally flipped input (``MLSLNet``: at
+        stride 8, as the released code).
 
     Returns
     -------
@@ -79,10 +81,7 @@ def predict_batch(net, batch, ctx, flip=True):
     outputs = []
     for part, c in zip(parts, contexts):
         x = mx.nd.array(part, ctx=c)
-        prob = net.predict(x)
-        if flip:
-            prob = 0.5 * (prob + net.predict(x.flip(axis=3)).flip(axis=3))
-        outputs.append(prob)
+        outputs.append(net.predict(x, flip=flip))
     if len(outputs) == 1:  # spares a copy of a full-image (C, H, W) volume
         return outputs[0].asnumpy()
     return np.concatenate([o.asnumpy() for o in outputs], axis=0)
