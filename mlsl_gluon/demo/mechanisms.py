@@ -16,7 +16,8 @@ from ..data.transforms import normalize
 from ..pseudo_labels import load_source_stats
 from ..training.checkpoint import load_checkpoint
 from ..training.inputs import open_datasets
-from ..training.rounds import build_network, pseudo_label_step
+from ..training.network import build_network
+from ..training.rounds import pseudo_label_step
 from .measures import (
     binary_cross_entropy,
     classification_losses,

@@ -10,7 +10,7 @@ from PIL import Image
 from ..data import Cityscapes
 from ..data.classes import CITYSCAPES_PALETTE
 from ..evaluation import predict_labels
-from ..training.rounds import build_network
+from ..training.network import build_network
 from .presets import demo_config
 from .synthetic import read_target_truth
 
