@@ -188,7 +188,8 @@ def pseudo_label_command(source, method, config_file, overrides, weights, data_r
 
     config = _config_of(config_file, overrides, source, method, dict(
         profile=profile, K=K, patch_size=patch_size, seed=seed, flip=flip, include_si=include_si,
-        aggregation=aggregation, batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior, eta=eta))
+        aggregation=aggregation, batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior,
+        eta=eta))
     settings = pseudo_label_settings(config)
     portion = settings.portion(round_idx) if portion is None else portion
     folder = RoundFolder(str(out), round_idx, _parse_shard(shard), colour=colour)
