@@ -40,8 +40,8 @@ EXPECTED = {
                  "pseudo_label.per_crop_weak_labels_released": True, "data.hard_class_mining_released": True},
     "paper": {"model.cls_head": "paper", "model.cls_init": "normal", "train.loss_normalization": "per_image",
               "train.lambda_cls": 0.025, "pseudo_label.K": 50,
-              "pseudo_label.threshold_sampling_released": False, "pseudo_label.per_crop_weak_labels_released": False,
-              "data.hard_class_mining_released": False},
+              "pseudo_label.threshold_sampling_released": False,
+              "pseudo_label.per_crop_weak_labels_released": False, "data.hard_class_mining_released": False},
 }
 # OHEM: the released SISC command only (solve_ST1.py L448); never in the paper profile.
 EXPECTED_OHEM = {("released", "cbst"): False, ("released", "cbst-pwl"): False, ("released", "sisc"): True,
