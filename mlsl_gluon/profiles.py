@@ -55,8 +55,15 @@ def field_value(config, name):
 
 
 def resolve_profile(config):
-    """Fill every profile field left None from ``config.experiment.profile`` (in place); returns config."""
-    for name in PROFILE_FIELDS:
+    """Fill every profile field left None from ``config.experiment.profile`` (in place); returns config.
+
+    A string field (the head, its initialisation, the loss averaging) has exactly the two
+    profiles' values as its choices; anything else is a :class:`ProfileError` naming the field.
+    """
+    for name, values in PROFILE_FIELDS.items():
         section, key = name.split(".")
-        setattr(getattr(config, section), key, field_value(config, name))
+        value = field_value(config, name)
+        if isinstance(values[0], str) and value not in values:
+            raise ProfileError(f"{name} must be one of {values}, got {value!r}")
+        setattr(getattr(config, section), key, value)
     return config

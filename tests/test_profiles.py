@@ -109,9 +109,11 @@ def test_resolved_config_shows_the_values_and_reloads_equal(tmp_path):
     assert again == config
 
 
-def test_unknown_profile_is_an_error():
+def test_unknown_profile_or_choice_is_an_error():
     with pytest.raises(ConfigError, match="experiment.profile must be one of"):
         load_config(overrides=["experiment.profile=authors"])
+    with pytest.raises(ConfigError, match="model.cls_head must be one of"):
+        load_config(overrides=["model.cls_head=relu"])
 
 
 @pytest.mark.parametrize("profile", ["released", "paper"])
