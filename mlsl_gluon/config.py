@@ -1,4 +1,4 @@
-"""Typed run configuration: every number of a training run, defaults = the paper (SPEC 3-5).
+"""Typed run configuration: every number of a training run (SPEC 3-5; profile fields: SPEC 9).
 
 Resolution order: dataclass defaults -> the preset of the (source, method) pair ->
 an experiments/*.yaml file -> ``--set key=value`` overrides. YAML and ``--set`` are strict:
@@ -187,7 +187,7 @@ class PseudoLabelSettings:
 
 @dataclass(frozen=True)
 class LossSettings:
-    """Loss of step 2 (Eq. 3, or Eq. 7 with ``use_cls``); defaults are TrainConfig's."""
+    """Loss of step 2 (Eq. 3, or Eq. 7 with ``use_cls``); defaults are those of the released profile."""
 
     use_cls: bool = False  # train the classification branch on PWL (Eq. 5)
     lambda_cls: float = profile_value(DEFAULT_PROFILE, "train.lambda_cls")  # Eq. 6 weight
