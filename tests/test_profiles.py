@@ -241,15 +241,18 @@ def test_each_round_trains_on_its_own_hard_classes(tmp_path):
         run.pseudo_dir(r).mkdir(parents=True)
         (run.pseudo_dir(r) / "stats.json").write_text(json.dumps({"argmax_pixels_per_class": sizes}))
     released = load_config(method="sisc")
-    assert round_hard_classes(run, released, 0) == (2, 5, 1)
-    assert round_hard_classes(run, released, 1) == (5, 6, 4, 2, 3, 1)
+    assert round_hard_classes(run, released, 0).ids == (2, 5, 1)
+    round1 = round_hard_classes(run, released, 1)
+    assert (round1.priority, round1.rarest) == ((5, 6, 4, 2, 3, 1), (5, 6, 4))
     assert [(e["round"], e["ids"]) for e in run.logged] == [(0, [2, 5, 1]), (1, [5, 6, 4, 2, 3, 1])]
-    transform = train_transform(released, hard_class=(2, 5, 1))
-    assert (transform.hard_class, transform.hard_class_prob) == ((2, 5, 1), 0.8)
+    transform = train_transform(released, hard_classes=round1)
+    assert (transform.hard_class, transform.hard_class_priority, transform.hard_class_prob) == (
+        (5, 6, 4), (5, 6, 4, 2, 3, 1), 0.8)
     paper = load_config(method="sisc", overrides=["experiment.profile=paper"])
     assert round_hard_classes(run, paper, 0) is None
     fixed = load_config(method="sisc", overrides=["data.hard_classes_released=[4]"])
-    assert round_hard_classes(run, fixed, 0) is None and train_transform(fixed).hard_class == (4,)
+    assert round_hard_classes(run, fixed, 0) is None
+    assert (train_transform(fixed).hard_class, train_transform(fixed).hard_class_priority) == ((4,), ())
     assert train_transform(paper).hard_class is None
 
 

@@ -9,15 +9,16 @@ never occurs; our ``stats.json`` ``argmax_pixels_per_class``) and picks
 
 (engrjavediqbal/MLSL ``issegm/solve_ST1.py`` L998-1005, ``issegm1/solve_ST.py`` L1048-1051; CBST
 ``issegm/solve_ST.py`` L929-932). Round r's training crops are then centred on a pixel of one of
-them with probability ``mine_port`` (0.8): a priority class present in the image if there is one,
-else one of ``mine_id`` (MLSL ``issegm/data.py`` L276-300).
+them with probability ``mine_port`` (0.8): a class drawn uniformly among the priority classes
+present in the image away from its border if there is one, else among the ``mine_id`` ones
+present, then a pixel of it (MLSL ``issegm/data.py`` L276-300;
+:func:`mlsl_gluon.data.transforms.hard_class_window`). :class:`mlsl_gluon.data.TrainTransform`
+receives ``rarest`` as ``hard_class`` and ``priority`` as ``hard_class_priority``.
 
 The two sets nest: with three or more priority classes the three rarest are among them, else
-the priority classes are among the three rarest. Their union is therefore the larger of the two,
-and that is what :class:`mlsl_gluon.data.TrainTransform` receives as ``hard_class``. What is not
-the released code's: TrainTransform draws a pixel uniformly over all hard-class pixels of the
-image, where the released code first draws a class uniformly among those present (preferring
-priority classes) and then a pixel of it.
+the priority classes are among the three rarest; ``ids``, the larger of the two, is what is
+logged. The released ``mine_id_priority`` lists its classes by id (``np.nonzero``), ours by
+share: the class is drawn uniformly, so the order does not change what is drawn.
 """
 from dataclasses import dataclass
 

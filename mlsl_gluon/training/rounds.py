@@ -56,7 +56,8 @@ def _jsonable(value):
 
 
 def round_hard_classes(run, config, round_idx):
-    """Round r's hard classes for the training crops (released profile), logged; None when off.
+    """Round r's hard classes (a ``HardClasses``) for the training crops (released profile), logged;
+    None when off.
 
     A hand-given ``data.hard_classes_released`` list is used as is in every round; otherwise,
     with ``data.hard_class_mining_released``, they come from this round's pseudo-label class
@@ -72,7 +73,7 @@ def round_hard_classes(run, config, round_idx):
             rarest=list(hard.rarest), prob=d.hard_class_prob)
     logger.info("round %d: hard-class crops (p %.2f) on classes %s", round_idx, d.hard_class_prob,
                 list(hard.ids))
-    return hard.ids
+    return hard
 
 
 def round_dataset(run, config, data, round_idx):
@@ -82,7 +83,7 @@ def round_dataset(run, config, data, round_idx):
     indices = source_subset(len(data.source), portion, config.experiment.seed)
     per_crop = (released_per_crop_weak_labels
                 if field_value(config, "pseudo_label.per_crop_weak_labels_released") else None)
-    transform = train_transform(config, hard_class=round_hard_classes(run, config, round_idx))
+    transform = train_transform(config, hard_classes=round_hard_classes(run, config, round_idx))
     dataset = SelfTrainingSet(data.source, indices, transform, config.num_classes,
                               target=data.target_train, pseudo_dir=run.pseudo_dir(round_idx),
                               with_weak_labels=config.use_pwl, per_crop_weak_labels=per_crop)

@@ -34,14 +34,19 @@ def worker_shard(kvstore):
     return 0, 1
 
 
-def train_transform(config, hard_class=None):
+def train_transform(config, hard_classes=None):
     """The training augmentation of SPEC section 2 (item rng supplied per call).
 
-    ``hard_class``: the round's hard classes (released profile); else ``data.hard_classes_released``.
+    ``hard_classes``: the round's :class:`~mlsl_gluon.training.hard_classes.HardClasses`
+    (released profile: its ``rarest`` and ``priority`` sets); else ``data.hard_classes_released``
+    (no priority classes).
     """
-    hard = config.data.hard_classes_released if hard_class is None else hard_class
+    if hard_classes is None:
+        hard, priority = config.data.hard_classes_released, None
+    else:
+        hard, priority = hard_classes.rarest, hard_classes.priority
     return TrainTransform(crop_size=config.data.crop_size, scale_range=tuple(config.data.scale_range),
-                          flip=config.data.flip, hard_class=hard or None,
+                          flip=config.data.flip, hard_class=hard or None, hard_class_priority=priority,
                           hard_class_prob=config.data.hard_class_prob)
 
 
