@@ -68,8 +68,8 @@ def hard_class_window(label, crop, classes, priority, rng):
     (L283-285), else the ``classes`` present (L287-288); one of them is drawn uniformly (L294-295),
     then one of its pixels in the region (L296-301). The crop is ``crop`` pixels with that pixel
     at index ``half`` (L320-323), so it lies inside the image. None (a uniform crop then) when
-    no such class is present, which includes every image smaller than ``crop + 2`` pixels on
-    a side, as there the region is empty. (The released bound's floor ``max(1, label_stride,
+    no such class is present, which includes every image with a side of at most ``2 half + 1``
+    pixels, as there the region is empty. (The released bound's floor ``max(1, label_stride,
     ...)`` only matters for crops under 16 pixels and is not reproduced.)
 
     Parameters
