@@ -111,20 +111,34 @@ def evaluate_command(weights, num_classes, width, data_root, split, list_file, f
               help="Weight of the class colours in the overlay.")
 @click.option("--label-ids", is_flag=True,
               help="Also write <name>_labelIds.png with Cityscapes label ids.")
+@click.option("--tile", "tile_spec", default="1024,2048", show_default=True,
+              help="H,W of the window larger images are segmented in (overlapping windows, "
+                   "stitched), which bounds the memory; smaller images are segmented whole.")
+@click.option("--tile-margin", type=click.IntRange(0), default=128, show_default=True,
+              help="Context pixels kept around each stitched window core.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (log lines only).")
 def predict_command(images, weights, num_classes, width, out, flip, scales_spec, ctx_spec, alpha,
-                    label_ids):
+                    label_ids, tile_spec, tile_margin, no_progress):
     """Segment IMAGE files: colour-coded prediction and overlay PNGs (Cityscapes palette) and a
-    legend image."""
+    legend image. Images larger than --tile are segmented in overlapping windows."""
     from ..data import read_image
     from ..data.classes import class_names, palette
+    from ..data.common import image_size
     from ..evaluation import predict_labels, save_label_id_png
+    from ..evaluation.tiling import tiled_predict_labels
     from ..evaluation.visualize import colorize, legend, overlay
 
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     scales = _parse(parse_scales, scales_spec, "--scales")
+    tile = _parse(_input_size, tile_spec, "--tile")
+    if min(tile) < 2 * tile_margin + 8:
+        raise click.BadParameter(f"{tile_margin} leaves no window core in a --tile of {tile_spec}; "
+                                 f"use a margin below {(min(tile) - 8) // 2 + 1}", param_hint="--tile-margin")
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         raise click.ClickException(f"image file(s) not found: {', '.join(missing)}")
+    for path in images:
+        image_size(path)  # every input is an image before the first network call
     stems = [p.stem.replace("_leftImg8bit", "") for p in images]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
@@ -134,19 +148,36 @@ def predict_command(images, weights, num_classes, width, out, flip, scales_spec,
     colors = palette(info["num_classes"])
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(legend(class_names(info["num_classes"]), colors)).save(out / "legend.png")
-    for start in range(0, len(images), len(ctx)):
-        batch = list(zip(images, stems))[start:start + len(ctx)]
-        try:
-            pixels = [read_image(path) for path, _ in batch]
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-        for (path, stem), image, pred in zip(batch, pixels, predict_labels(net, pixels, ctx, flip, scales)):
-            color = colorize(pred, colors)
-            Image.fromarray(color).save(out / f"{stem}_pred.png")
-            Image.fromarray(overlay(image, color, alpha)).save(out / f"{stem}_overlay.png")
-            if label_ids:
-                save_label_id_png(out / f"{stem}_labelIds.png", pred, info["num_classes"])
-            logger.info("%s -> %s", path, out / f"{stem}_pred.png")
+
+    def write(path, stem, image, pred):
+        color = colorize(pred, colors)
+        Image.fromarray(color).save(out / f"{stem}_pred.png")
+        Image.fromarray(overlay(image, color, alpha)).save(out / f"{stem}_overlay.png")
+        if label_ids:
+            save_label_id_png(out / f"{stem}_labelIds.png", pred, info["num_classes"])
+        logger.info("%s -> %s", path, out / f"{stem}_pred.png")
+
+    def flush(batch):
+        # Images that fit one window run whole, one per device at a time, as in `evaluate`.
+        preds = predict_labels(net, [image for _, _, image in batch], ctx[:len(batch)], flip, scales)
+        for (path, stem, image), pred in zip(batch, preds):
+            write(path, stem, image, pred)
+        batch.clear()
+
+    whole = []
+    for number, (path, stem) in enumerate(zip(images, stems), start=1):
+        size = image_size(path)
+        if size[0] <= tile[1] and size[1] <= tile[0]:
+            whole.append((path, stem, read_image(path)))
+            if len(whole) == len(ctx):
+                flush(whole)
+            continue
+        image = read_image(path)
+        pred = tiled_predict_labels(net, image, ctx, flip, scales, tile=tile, margin=tile_margin,
+                                    progress=not no_progress, desc=f"{path.name} ({number}/{len(images)})")
+        write(path, stem, image, pred)
+    if whole:
+        flush(whole)
     click.echo(f"wrote {len(images)} prediction(s) and legend.png to {out}")
 
 

@@ -61,6 +61,27 @@ def _require_file(path):
         raise FileNotFoundError(f"file not found: {path}")
 
 
+_REPLACE_FILE = ("replace it with an intact copy (re-download or re-extract it) or leave it out of the "
+                 "input (for a dataset: a --list-file without it)")
+
+
+def image_size(path):
+    """(width, height) of an image file, from its header only.
+
+    Raises
+    ------
+    DatasetError
+        When the file is empty or not in an image format OpenCV/PIL decode.
+    """
+    _require_file(path)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as err:
+        what = "empty file" if os.path.getsize(path) == 0 else f"not an image file ({err})"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}") from None
+
+
 def read_image(path):
     """Read an 8-bit colour image.
 
@@ -77,7 +98,9 @@ def read_image(path):
     # OpenCV decodes PNG a little faster than PIL and releases the GIL while doing it.
     bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise DatasetError(f"{path}: cannot decode image (unreadable, truncated or not an image file)")
+        empty = os.path.getsize(path) == 0
+        what = "empty file" if empty else "cannot decode image (truncated or not an image)"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

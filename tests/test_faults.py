@@ -1,0 +1,221 @@
+"""Failures end in one clear line through the CLI, and nothing already computed is lost.
+
+Every case goes through click's CliRunner on tiny generated data (width 1/16) and checks the exit
+status, that the ``Error:`` line names the offending file, and what is left on disk.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from evaluation_helpers import OracleNet, make_net, oracle_image, save_gluon
+from PIL import Image
+from test_data_helpers import make_cityscapes, make_gta5, make_synthia, save_rgb, truncate
+
+from mlsl_gluon.cli import DEBUG_ENV, main
+from mlsl_gluon.data.classes import CITYSCAPES_PALETTE
+from mlsl_gluon.evaluation import predict_labels
+from mlsl_gluon.evaluation.tiling import axis_windows, tiled_predict_labels
+from mlsl_gluon.evaluation.visualize import colorize
+from mlsl_gluon.training.lock import RunLock, RunLockedError
+
+
+def run(*args, env=None):
+    return CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args], env=env)
+
+
+def error_line(result):
+    """The single ``Error:`` line of a failed command (progress bars may precede it)."""
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults_weights")
+    net = make_net(19)
+    return net, save_gluon(net, tmp / "net.params")
+
+
+# ---- the error boundary ---------------------------------------------------------------------
+
+def test_out_under_a_regular_file_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    root = make_gta5(tmp_path / "GTA5", count=1)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run("prepare", "list", "--dataset", "gta5", "--root", root, "--out", blocker / "list.txt")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert str(blocker / "list.txt") in line and "regular file" in line
+    assert "Traceback" not in result.stderr + result.stdout
+    debug = run("--debug", "prepare", "list", "--dataset", "gta5", "--root", root,
+                "--out", blocker / "list.txt")
+    assert isinstance(debug.exception, NotADirectoryError)
+    by_env = run("prepare", "list", "--dataset", "gta5", "--root", root, "--out", blocker / "list.txt",
+                 env={DEBUG_ENV: "1"})
+    assert isinstance(by_env.exception, NotADirectoryError)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_usage_errors_keep_status_2(tmp_path):
+    result = run("prepare", "list", "--dataset", "gta5", "--root", tmp_path)
+    assert result.exit_code == 2 and "--out" in result.stderr
+
+
+# ---- unreadable dataset files in every command ------------------------------------------------
+
+def test_stats_on_a_truncated_gta5_label_names_it(tmp_path):
+    root = make_gta5(tmp_path / "GTA5", count=2)
+    truncate(root / "labels" / "00002.png", keep=0.4)
+    out = tmp_path / "stats.npz"
+    result = run("stats", "--source", "gta5", "--data-root", root, "--out", out)
+    assert result.exit_code == 1
+    assert str(root / "labels" / "00002.png") in error_line(result)
+    assert not out.exists()
+
+
+def test_stats_on_an_8bit_synthia_label_names_it(tmp_path):
+    root = make_synthia(tmp_path / "SYNTHIA", count=2)
+    bad = root / "GT" / "LABELS" / "0000001.png"
+    Image.fromarray(np.zeros((30, 46), np.uint8), mode="L").save(bad)
+    result = run("stats", "--source", "synthia", "--data-root", root, "--out", tmp_path / "s.npz")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert str(bad) in line and "uint16 with 3 channels" in line
+
+
+def test_evaluate_on_a_wrong_size_val_label_names_it(tmp_path, weights):
+    _, path = weights
+    root = make_cityscapes(tmp_path / "cs", split="val", cities=("lindau",), per_city=2)
+    bad = root / "gtFine" / "val" / "lindau" / "lindau_000001_000019_gtFine_labelIds.png"
+    Image.fromarray(np.zeros((10, 12), np.uint8), mode="L").save(bad)
+    result = run("evaluate", "--weights", path, "--data-root", root, "--out", tmp_path / "eval")
+    assert result.exit_code == 1
+    assert str(bad) in error_line(result)
+
+
+def test_pseudo_label_on_a_zero_byte_image_names_it(tmp_path, weights):
+    _, path = weights
+    root = make_cityscapes(tmp_path / "cs", cities=("aachen",), per_city=2, labels=False)
+    bad = root / "leftImg8bit" / "train" / "aachen" / "aachen_000001_000019_leftImg8bit.png"
+    bad.write_bytes(b"")
+    result = run("pseudo-label", "--weights", path, "--data-root", root, "--round", 1, "--portion", 0.2,
+                 "--method", "si", "--out", tmp_path / "round")
+    assert result.exit_code == 1
+    assert str(bad) in error_line(result)
+
+
+# ---- one process per run folder ---------------------------------------------------------------
+
+def _write_lock(folder, pid, host):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "LOCK").write_text(json.dumps({"pid": pid, "host": host, "start_time": None,
+                                             "since": "earlier"}))
+
+
+def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+    out = tmp_path / "run"
+    _write_lock(out, os.getppid(), socket.gethostname())  # the test runner's parent: alive
+    with pytest.raises(RunLockedError, match=f"in use by PID {os.getppid()} on host"):
+        RunLock(out).acquire()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    _write_lock(out, int(finished.stdout), socket.gethostname())  # that process has exited
+    with RunLock(out) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert not (out / "LOCK").exists()
+
+
+def test_lock_of_another_host_needs_an_explicit_break(tmp_path):
+    out = tmp_path / "run"
+    _write_lock(out, 12345, "some-other-host")
+    with pytest.raises(RunLockedError, match="--break-lock"):
+        RunLock(out).acquire()
+    with RunLock(out, break_foreign=True):
+        assert json.loads((out / "LOCK").read_text())["host"] == socket.gethostname()
+
+
+# ---- tiled inference ------------------------------------------------------------------------
+
+class NeighbourhoodNet:
+    """Stand-in network whose output at a pixel depends on its 5x5 neighbourhood only."""
+
+    def __init__(self, num_classes=5, seed=0):
+        rng = np.random.default_rng(seed)
+        self.weight = mx.nd.array(rng.normal(size=(num_classes, 3, 5, 5)))
+        self.num_classes = num_classes
+
+    def predict(self, x):
+        logits = mx.nd.Convolution(x, self.weight.as_in_context(x.context), kernel=(5, 5), pad=(2, 2),
+                                   num_filter=self.num_classes, no_bias=True)
+        return mx.nd.softmax(logits, axis=1)
+
+
+def test_axis_windows_partition_the_axis_inside_fixed_size_windows():
+    for length, tile, margin in [(100, 40, 8), (97, 40, 5), (64, 64, 16), (300, 129, 32)]:
+        windows = axis_windows(length, tile, margin)
+        covered = np.zeros(length, int)
+        for start, core_start, core_stop in windows:
+            assert 0 <= start <= core_start < core_stop <= start + min(tile, length) <= length
+            covered[core_start:core_stop] += 1
+        assert (covered == 1).all()
+    with pytest.raises(ValueError, match="no core"):
+        axis_windows(100, 20, 8)
+
+
+def test_tiles_equal_whole_image_inference_where_both_fit():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(70, 93, 3), dtype=np.uint8)
+    local = NeighbourhoodNet()
+    whole = predict_labels(local, [image], [mx.cpu()], flip=True)[0]
+    for tile in [(32, 40), (48, 93), (70, 33)]:
+        tiled = tiled_predict_labels(local, image, [mx.cpu()], tile=tile, margin=8, progress=False)
+        np.testing.assert_array_equal(tiled, whole)
+    # Without context around the cores the stitching shows, so the comparison above can fail.
+    cut = tiled_predict_labels(local, image, [mx.cpu()], tile=(32, 40), margin=0, progress=False)
+    assert (cut != whole).any()
+    oracle_ids = rng.integers(0, 19, size=(70, 93)).astype(np.uint8)
+    stitched = tiled_predict_labels(OracleNet(19), oracle_image(oracle_ids), [mx.cpu()], tile=(40, 40),
+                                    margin=8, progress=False)
+    np.testing.assert_array_equal(stitched, oracle_ids)
+
+
+def test_image_within_one_tile_is_segmented_whole(weights):
+    net, _ = weights
+    image = np.random.default_rng(1).integers(0, 256, size=(45, 61, 3), dtype=np.uint8)
+    expected = predict_labels(net, [image], [mx.cpu()], flip=True)[0]
+    np.testing.assert_array_equal(tiled_predict_labels(net, image, [mx.cpu()], progress=False), expected)
+
+
+def test_predict_command_tiles_big_images_and_keeps_earlier_outputs(tmp_path, weights):
+    net, path = weights
+    rng = np.random.default_rng(2)
+    small, big, cut = tmp_path / "small.png", tmp_path / "big.png", tmp_path / "cut.png"
+    save_rgb(small, rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
+    save_rgb(big, rng.integers(0, 256, size=(72, 96, 3), dtype=np.uint8))
+    save_rgb(cut, rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
+    truncate(cut, keep=0.5)  # the header still reads: found only when decoded
+    not_png = tmp_path / "not_png.png"
+    not_png.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    refused = run("predict", small, not_png, "--weights", path, "--out", out)
+    assert refused.exit_code == 1 and str(not_png) in error_line(refused)
+    assert not out.exists()  # checked before the network is built
+    result = run("predict", small, big, cut, "--weights", path, "--out", out, "--tile", "48,64",
+                 "--tile-margin", 8, "--no-progress")
+    assert result.exit_code == 1
+    assert str(cut) in error_line(result)
+    assert (out / "small_pred.png").is_file() and (out / "big_pred.png").is_file()
+    image = np.array(Image.open(big))
+    expected = tiled_predict_labels(net, image, [mx.cpu()], tile=(48, 64), margin=8, progress=False)
+    written = np.array(Image.open(out / "big_pred.png").convert("RGB"))
+    np.testing.assert_array_equal(written, colorize(expected, CITYSCAPES_PALETTE))
+    assert "tile/s" not in result.stderr and "it/s" not in result.stderr  # --no-progress: no bar
+    too_wide = run("predict", small, "--weights", path, "--out", out, "--tile", "48,64")
+    assert too_wide.exit_code == 2 and "--tile-margin" in too_wide.stderr
