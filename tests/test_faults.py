@@ -219,3 +219,43 @@ def test_predict_command_tiles_big_images_and_keeps_earlier_outputs(tmp_path, we
     assert "tile/s" not in result.stderr and "it/s" not in result.stderr  # --no-progress: no bar
     too_wide = run("predict", small, "--weights", path, "--out", out, "--tile", "48,64")
     assert too_wide.exit_code == 2 and "--tile-margin" in too_wide.stderr
+
+
+# ---- dataset checks agree with the readers ----------------------------------------------------
+
+def test_prepare_check_val_without_gtfine_is_an_error(tmp_path):
+    root = make_cityscapes(tmp_path / "cs", split="val", cities=("lindau",), per_city=1, labels=False)
+    result = run("prepare", "check", "--dataset", "cityscapes", "--root", root, "--split", "val")
+    assert result.exit_code == 1 and "gtFine/val" in result.stdout
+    train = make_cityscapes(tmp_path / "cs", split="train", cities=("aachen",), per_city=1, labels=False)
+    assert run("prepare", "check", "--dataset", "cityscapes", "--root", train).exit_code == 0
+
+
+def test_jpeg_named_png_image_is_read_by_both_and_label_refused_by_both(tmp_path):
+    from mlsl_gluon.data import GTA5, DatasetError
+
+    root = make_gta5(tmp_path / "GTA5", count=2)
+    image_path = root / "images" / "00001.png"
+    image = np.array(Image.open(image_path))
+    Image.fromarray(image).save(image_path, format="JPEG", quality=95)
+    checked = run("prepare", "check", "--dataset", "gta5", "--root", root, "--decode")
+    assert checked.exit_code == 0 and "JPEG data under a .png name" in checked.stdout
+    assert GTA5(root, frame_size=(64, 40))[0][0].shape == image.shape
+    label_path = root / "labels" / "00002.png"
+    Image.open(label_path).convert("L").save(label_path, format="JPEG")
+    checked = run("prepare", "check", "--dataset", "gta5", "--root", root)
+    assert checked.exit_code == 1 and f"label {label_path}: unreadable or truncated PNG" in checked.stdout
+    with pytest.raises(DatasetError, match="holds JPEG data, not PNG"):
+        GTA5(root).read_label(1)
+    result = run("stats", "--source", "gta5", "--data-root", root, "--out", tmp_path / "s.npz")
+    assert result.exit_code == 1 and str(label_path) in error_line(result)
+
+
+def test_rgb_gta5_label_in_stats_names_it_and_says_what_to_use(tmp_path):
+    root = make_gta5(tmp_path / "GTA5", count=1)
+    label_path = root / "labels" / "00001.png"
+    Image.open(label_path).convert("RGB").save(label_path)
+    result = run("stats", "--source", "gta5", "--data-root", root, "--out", tmp_path / "s.npz")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert str(label_path) in line and "original label files" in line
