@@ -3,6 +3,7 @@
 Every case goes through click's CliRunner on tiny generated data (width 1/16) and checks the exit
 status, that the ``Error:`` line names the offending file, and what is left on disk.
 """
+import errno
 import json
 import os
 import socket
@@ -46,21 +47,55 @@ def weights(tmp_path_factory):
 # ---- the error boundary ---------------------------------------------------------------------
 
 def test_out_under_a_regular_file_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    from mlsl_gluon.preflight import OutputError
+
     root = make_gta5(tmp_path / "GTA5", count=1)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run("prepare", "list", "--dataset", "gta5", "--root", root, "--out", blocker / "list.txt")
+    args = ["prepare", "list", "--dataset", "gta5", "--root", root, "--out", blocker / "list.txt"]
+    result = run(*args)
     assert result.exit_code == 1
     line = error_line(result)
-    assert str(blocker / "list.txt") in line and "regular file" in line
-    assert "Traceback" not in result.stderr + result.stdout
-    debug = run("--debug", "prepare", "list", "--dataset", "gta5", "--root", root,
-                "--out", blocker / "list.txt")
-    assert isinstance(debug.exception, NotADirectoryError)
-    by_env = run("prepare", "list", "--dataset", "gta5", "--root", root, "--out", blocker / "list.txt",
-                 env={DEBUG_ENV: "1"})
-    assert isinstance(by_env.exception, NotADirectoryError)
+    assert str(blocker / "list.txt") in line and "regular file" in line and "choose another --out" in line
+    assert isinstance(run("--debug", *args).exception, OutputError)
+    assert isinstance(run(*args, env={DEBUG_ENV: "1"}).exception, OutputError)
     assert blocker.read_text() == "not a folder"
+
+
+def test_os_errors_while_writing_are_one_line_naming_the_file(tmp_path, monkeypatch):
+    import mlsl_gluon.data.prepare as prep
+
+    root = make_gta5(tmp_path / "GTA5", count=1)
+    out = tmp_path / "list.txt"
+
+    def disk_full(path, pairs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(prep, "write_list_file", disk_full)
+    result = run("prepare", "list", "--dataset", "gta5", "--root", root, "--out", out)
+    assert result.exit_code == 1
+    assert error_line(result) == (f"Error: {out}: No space left on device; free disk space, then run the "
+                                  "same command again (add --resume for train)")
+    assert isinstance(run("--debug", "prepare", "list", "--dataset", "gta5", "--root", root, "--out",
+                          out).exception, OSError)
+
+
+def test_read_only_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    import tempfile
+
+    from mlsl_gluon.preflight import check_output_folder
+
+    # As root (CI containers) chmod does not stop writes, so the OS refusal is simulated.
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'run'}: cannot write in {tmp_path} "
+                                         r"\(Permission denied\); check its permissions"):
+        check_output_folder(tmp_path / "run")
+    root = make_gta5(tmp_path / "GTA5", count=1)
+    result = run("stats", "--source", "gta5", "--data-root", root, "--out", tmp_path / "s.npz")
+    assert result.exit_code == 1 and "cannot write in" in error_line(result)
 
 
 def test_usage_errors_keep_status_2(tmp_path):

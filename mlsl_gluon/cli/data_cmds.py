@@ -1,6 +1,7 @@
 """`mlsl-gluon prepare ...`: check dataset folders and write list files."""
 import click
 
+from ..data import DatasetError
 from ..data import prepare as prep
 
 _DATASET = click.option("--dataset", type=click.Choice(prep.DATASETS), required=True,
@@ -39,7 +40,16 @@ def check(dataset, root, split, decode):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --num subset.")
 def list_cmd(dataset, root, split, out, labels, num, seed):
     """Write a list file (paths relative to ROOT) of a dataset's images."""
-    count = prep.write_dataset_list(dataset, root, out, split=split, with_labels=labels, num=num, seed=seed)
+    from ..preflight import check_output_file
+
+    check_output_file(out)
+    try:
+        count = prep.write_dataset_list(dataset, root, out, split=split, with_labels=labels, num=num,
+                                        seed=seed)
+    except DatasetError:
+        raise
+    except ValueError as err:  # --num outside 1..N
+        raise click.BadParameter(str(err), param_hint="--num") from None
     click.echo(f"wrote {count} entries to {out}")
 
 
