@@ -294,3 +294,82 @@ def test_rgb_gta5_label_in_stats_names_it_and_says_what_to_use(tmp_path):
     assert result.exit_code == 1
     line = error_line(result)
     assert str(label_path) in line and "original label files" in line
+
+
+# ---- train: inputs and run folders ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Tiny SYNTHIA -> Cityscapes data, a width-1/16 source model and the smoke-run sizes."""
+    import importlib.util
+    from pathlib import Path
+
+    from mlsl_gluon.demo.synthetic import generate_demo_data
+
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", Path(__file__).resolve().parents[1] / "tools" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    root = tmp_path_factory.mktemp("faults_train")
+    generate_demo_data(root / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
+    weights = reproduce.write_random_ademxapp_weights(root / "synthia_rna-a1_cls16_s8_ep-0000.params", 16,
+                                                      0.0625, seed=1, with_head=True)
+    sizes = [*reproduce.SMOKE_SIZES, "rounds.num_rounds=1"]
+    return root, root / "data", weights, sizes
+
+
+def train(smoke, out, *extra, sizes=None):
+    root, data, weights, smoke_sizes = smoke
+    settings = [a for s in (smoke_sizes if sizes is None else sizes) for a in ("--set", s)]
+    return run("train", "--source", "synthia", "--method", "cbst", "--data-root", data, "--weights", weights,
+               "--out", out, "--no-progress", *settings, *extra)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("model.width=0", "model.width must be a positive number"),
+    ("train.lr=-1e-4", "train.lr must be a positive number"),
+    ("pseudo_label.portion_start=1.5", "pseudo_label.portion_start must be a fraction (0.0, 1.0]"),
+    ("rounds.epochs_per_round=-1", "rounds.epochs_per_round must be a count >= 1"),
+    ("eval.scales=[1.0, 0]", "eval.scales must be a positive number"),
+])
+def test_out_of_range_config_fails_before_the_run_folder(smoke, tmp_path, bad, reason):
+    out = tmp_path / "run"
+    result = train(smoke, out, "--set", bad)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert f"--set {bad}" in line and reason in line
+    assert not out.exists()
+
+
+def test_second_process_on_one_out_is_refused_at_once(smoke, tmp_path):
+    out = tmp_path / "run"
+    _write_lock(out, os.getppid(), socket.gethostname())
+    result = train(smoke, out)
+    assert result.exit_code == 1
+    assert f"{out} is in use by PID {os.getppid()} on host {socket.gethostname()}" in error_line(result)
+    assert sorted(p.name for p in out.iterdir()) == ["LOCK"]  # nothing written
+
+
+def test_first_start_failing_before_training_does_not_block_the_fixed_command(smoke, tmp_path):
+    root, data, weights, sizes = smoke
+    image = sorted((data / "Cityscapes" / "leftImg8bit" / "train").rglob("*.png"))[1]
+    original = image.read_bytes()
+    out = tmp_path / "run"
+    try:
+        truncate(image, keep=0.3)  # found only when step 1 decodes it
+        first = train(smoke, out)
+        assert first.exit_code == 1 and str(image) in error_line(first)
+        assert (out / "config.yaml").is_file() and not (out / "LOCK").exists()
+    finally:
+        image.write_bytes(original)
+    second = train(smoke, out)  # the same command once the file is fixed, without --resume
+    assert second.exit_code == 0, second.stderr
+    assert (out / "DONE").is_file()
+
+
+def test_missing_source_statistics_fail_before_the_run_folder(smoke, tmp_path):
+    out, stats = tmp_path / "run", tmp_path / "missing_stats.npz"
+    result = train(smoke, out, "--set", "pseudo_label.spatial_prior=true",
+                   "--set", f"pseudo_label.source_stats={stats}")
+    assert result.exit_code == 1 and str(stats) in error_line(result)
+    assert not out.exists()
