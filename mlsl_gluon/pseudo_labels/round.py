@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..data.classes import class_names, palette
 from .cache import (
+    CacheError,
     ProbabilityCache,
     atomic_write_bytes,
     atomic_write_json,
@@ -156,8 +157,9 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
         for idx in tqdm(indices, desc=f"pseudo-labels round {round_idx} ({method})", unit="img",
                         disable=not progress):
             name = names[idx]
-            if cache.has(name):
-                top_class, top_code, _ = cache.read(name)
+            cached = _read_intact(cache, name)
+            if cached is not None:
+                top_class, top_code, _ = cached
                 skipped += 1
             else:
                 image = dataset[idx][0]
@@ -193,6 +195,17 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
     return combine_pseudo_label_round(out_dir, round_idx=round_idx, portion=portion, num_shards=1,
                                       class_mean_sizes=class_mean_sizes, eta=eta,
                                       save_colour=save_colour, progress=progress)
+
+
+def _read_intact(cache, name):
+    """A cached entry, or None when absent or damaged (then pass 1 recomputes it)."""
+    if not cache.has(name):
+        return None
+    try:
+        return cache.read(name)
+    except CacheError as err:
+        logger.warning("%s; recomputing it", err)
+        return None
 
 
 def _load_manifests(out_dir, round_idx, num_shards):

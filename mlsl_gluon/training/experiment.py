@@ -2,8 +2,10 @@
 import logging
 from pathlib import Path
 
+from ..preflight import check_output_folder
+from ..pseudo_labels import load_source_stats
 from .distributed import process_kvstore
-from .inputs import open_datasets, weights_kind
+from .inputs import InputError, open_datasets, weights_kind
 from .rounds import run_rounds
 from .run_folder import RunFolder
 from .source_only import run_source_only
@@ -12,8 +14,27 @@ from .stage import no_event, worker_shard
 logger = logging.getLogger(__name__)
 
 
+def _check_source_stats(config):
+    """A given source-statistics file must be readable and match the run (checked up front)."""
+    given = config.pseudo_label.source_stats
+    if not given or not (config.use_pwl or config.pseudo_label.spatial_prior):
+        return
+    path = Path(given)
+    if not path.is_file():
+        raise InputError(f"{path}: pseudo_label.source_stats not found; make it with `mlsl-gluon stats`, "
+                         "or set it to null to compute it in the run folder")
+    try:
+        stats = load_source_stats(str(path))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a source statistics file from `mlsl-gluon stats` ({err}); make it "
+                         "again with `mlsl-gluon stats`") from None
+    if stats["num_classes"] != config.num_classes:
+        raise InputError(f"{path}: source statistics for {stats['num_classes']} classes, this run has "
+                         f"{config.num_classes}; make them from the {config.experiment.source} labels")
+
+
 def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device", resume=False,
-                   on_event=no_event, progress=True):
+                   on_event=no_event, progress=True, break_lock=False):
     """Run (or resume) ``config``'s method and return its summary.
 
     Every input is checked before the run folder is touched, so a missing data set or weight
@@ -35,9 +56,11 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
         target set itself); each trains on its shard of every epoch and the gradients of all
         workers are summed at every step, so all end with the same parameters.
     resume : bool
-        Continue the run in ``out`` (its config must be identical).
+        Continue the run in ``out`` (its config may differ only in ``RESUMABLE_CHANGES``).
     on_event : callable
         Hook ``on_event(name, **info)``; tests use it to inject faults.
+    break_lock : bool
+        Take over a lock another host left on ``out``.
 
     Returns
     -------
@@ -45,19 +68,24 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
         The summary also written to ``out/DONE``.
     """
     weights_kind(weights, config.num_classes)
+    _check_source_stats(config)
+    check_output_folder(out)
     data = open_datasets(config, data_root)
     kvstore = process_kvstore(kvstore)
     rank, _ = worker_shard(kvstore)
     if rank > 0:
         # Workers started with one command line share --out on a host: rank 0 owns it.
         out = Path(out) / f"worker{rank}"
-    run = RunFolder(out, config, resume=resume)
-    if run.done:
-        logger.info("%s already finished; nothing to do", run.path)
-        return run.read_summary()
-    method = run_source_only if config.experiment.method == "source-only" else run_rounds
-    summary = method(run, config, data, weights, ctx_list, kvstore=kvstore, on_event=on_event,
-                     progress=progress)
-    run.mark_done(summary)
+    run = RunFolder(out, config, resume=resume, break_lock=break_lock)
+    try:
+        if run.done:
+            logger.info("%s already finished; nothing to do", run.path)
+            return run.read_summary()
+        method = run_source_only if config.experiment.method == "source-only" else run_rounds
+        summary = method(run, config, data, weights, ctx_list, kvstore=kvstore, on_event=on_event,
+                         progress=progress)
+        run.mark_done(summary)
+    finally:
+        run.close()
     logger.info("run %s finished: mIoU %s", run.path, summary.get("miou"))
     return summary

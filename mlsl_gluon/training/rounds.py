@@ -24,6 +24,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
 from .engine import build_trainer, round_learning_rate
 from .inputs import SOURCE_WEIGHTS, InputError, source_statistics, weights_kind
+from .repair import rebuild_pseudo_labels, set_aside_damaged_cache
 from .stage import no_event, train_stage, worker_shard
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     portion = target_portion(round_idx, pl.portion_start, pl.portion_step, pl.portion_max)
     out_dir = run.pseudo_dir(round_idx)
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_aside_damaged_cache(out_dir / "probabilities.h5")
     result = run_pseudo_label_round(
         net, data.target_train, out_dir, round_idx=round_idx, portion=portion, ctx=ctx_list,
         method=config.pseudo_label_method, K=pl.K, patch_size=pl.patch_size,
@@ -109,6 +111,18 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
         progress=progress)
     run.log("pseudo_labels", round=round_idx, portion=portion, stats=_jsonable(result))
     return result
+
+
+def restore_pseudo_labels(run, config, data, round_idx, stats, progress=True):
+    """Rebuild pseudo-label files of a finished step 1 that were deleted, from the round's cache."""
+    pl = config.pseudo_label
+    rebuilt = rebuild_pseudo_labels(
+        run.pseudo_dir(round_idx), data.target_train.names, round_idx=round_idx,
+        portion=target_portion(round_idx, pl.portion_start, pl.portion_step, pl.portion_max),
+        class_mean_sizes=stats["class_mean_sizes"] if config.use_pwl else None, eta=pl.eta,
+        progress=progress)
+    if rebuilt:
+        run.log("pseudo_labels_rebuilt", round=round_idx, files=[str(p) for p in rebuilt])
 
 
 def _jsonable(value):
@@ -195,6 +209,8 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                                 kvstore=kvstore)
         if state["epoch"] or state["iteration"]:
             load_checkpoint(run.latest_checkpoint, net, trainer)
+            trainer.set_learning_rate(lr)  # the loaded states hold the lr of the previous start
+        restore_pseudo_labels(run, config, data, r, stats, progress)
         dataset = round_dataset(run, config, data, r)
         state = train_stage(run, net, trainer, dataset, ctx_list, state=state,
                             epochs=config.rounds.epochs_per_round, batch_size=config.train.batch_size,
