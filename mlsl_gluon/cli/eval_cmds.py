@@ -6,6 +6,7 @@ import click
 from PIL import Image
 
 from .. import __version__
+from ..preflight import check_output_file, check_output_folder
 from .common import (
     check_weights_file,
     load_segmentation_network,
@@ -84,6 +85,7 @@ def evaluate_command(weights, num_classes, width, data_root, split, list_file, f
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     scales = _parse(parse_scales, scales_spec, "--scales")
     out = out if out is not None else Path("eval") / weights.stem
+    check_output_folder(out)
     # Check both inputs before building the network, so nothing starts half-way.
     check_weights_file(weights)
     open_cityscapes(data_root, split, int(num_classes or 19), list_file)
@@ -131,6 +133,7 @@ def predict_command(images, weights, num_classes, width, out, flip, scales_spec,
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     scales = _parse(parse_scales, scales_spec, "--scales")
     tile = _parse(_input_size, tile_spec, "--tile")
+    check_output_folder(out)
     if min(tile) < 2 * tile_margin + 8:
         raise click.BadParameter(f"{tile_margin} leaves no window core in a --tile of {tile_spec}; "
                                  f"use a margin below {(min(tile) - 8) // 2 + 1}", param_hint="--tile-margin")
@@ -208,6 +211,7 @@ def export_command(weights, num_classes, width, fmt, out, size_spec, ctx_spec):
 
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     height, width_px = _parse(_input_size, size_spec, "--input-size")
+    check_output_file(Path(f"{out}.onnx") if fmt == "onnx" else Path(f"{out}-symbol.json"))
     net, _ = _load(weights, num_classes, width, ctx[:1])
     shape = (1, 3, height, width_px)
     if fmt == "symbol":
@@ -240,6 +244,8 @@ def table_command(table, results, out, paper_tables):
     """Print our results beside the paper's published rows (percent, with differences)."""
     from ..evaluation import format_table, load_paper_tables, write_table
 
+    if out is not None:
+        check_output_folder(out)
     pairs = {}
     for text in results:
         key, path = _parse(_result_pair, text, "--result")

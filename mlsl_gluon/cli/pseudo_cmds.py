@@ -54,8 +54,10 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
     One streaming pass over the source labels (images are not decoded); memory does not grow
     with the number of images."""
     from ..data import GTA5, SYNTHIA, DatasetError
+    from ..preflight import check_output_file
     from ..pseudo_labels import SourceStatistics, save_source_stats
 
+    check_output_file(out)
     cls = GTA5 if source == "gta5" else SYNTHIA
     try:
         dataset = cls(str(data_root), list_file=None if list_file is None else str(list_file))
@@ -122,6 +124,7 @@ def pseudo_label_command(weights, data_root, split, list_file, num_classes, widt
                          longer_side, source_stats, spatial_prior, eta, cache_path, shard, combine,
                          regenerate, colour, ctx_spec):
     """Pseudo-labels of one round (step 1): SI/SISC inference, class-balanced selection and PWL."""
+    from ..preflight import check_output_file, check_output_folder
     from ..pseudo_labels import (
         CacheError,
         combine_pseudo_label_round,
@@ -131,6 +134,9 @@ def pseudo_label_command(weights, data_root, split, list_file, num_classes, widt
     from ..training.rounds import file_digest
 
     shard_index, shard_count = _parse_shard(shard)
+    check_output_folder(out)
+    if cache_path is not None:
+        check_output_file(cache_path, "--cache")
     stats = None
     if source_stats is not None:
         try:
