@@ -362,9 +362,11 @@ def test_first_start_failing_before_training_does_not_block_the_fixed_command(sm
         assert (out / "config.yaml").is_file() and not (out / "LOCK").exists()
     finally:
         image.write_bytes(original)
+    cache = out / "round_00" / "pseudo" / "probabilities.h5"
+    truncate(cache, keep=0.3)  # as a kill or a full disk can leave it
     second = train(smoke, out)  # the same command once the file is fixed, without --resume
     assert second.exit_code == 0, second.stderr
-    assert (out / "DONE").is_file()
+    assert (out / "DONE").is_file() and cache.with_name("probabilities.h5.damaged").is_file()
 
 
 def test_missing_source_statistics_fail_before_the_run_folder(smoke, tmp_path):
@@ -373,3 +375,46 @@ def test_missing_source_statistics_fail_before_the_run_folder(smoke, tmp_path):
                    "--set", f"pseudo_label.source_stats={stats}")
     assert result.exit_code == 1 and str(stats) in error_line(result)
     assert not out.exists()
+
+
+def test_nan_stop_resumes_with_a_lower_lr_and_rebuilds_a_deleted_pseudo_label(smoke, tmp_path):
+    out = tmp_path / "run"
+    stopped = train(smoke, out, "--set", "train.lr=1e12")
+    assert stopped.exit_code == 1
+    line = error_line(stopped)
+    assert "non-finite" in line and str(out / "checkpoints" / "latest.params") in line and "--resume" in line
+    labels = sorted((out / "round_00" / "pseudo" / "labels").rglob("*.png"))
+    kept = labels[0].read_bytes()
+    labels[0].unlink()
+    refused = train(smoke, out, "--resume", "--set", "train.lr=1e-4", "--set", "experiment.seed=1")
+    assert refused.exit_code == 1
+    assert "experiment.seed: 0 != 1" in error_line(refused) and "already computed" in error_line(refused)
+    resumed = train(smoke, out, "--resume", "--set", "train.lr=1e-4")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert labels[0].read_bytes() == kept  # rebuilt from the cache, identical
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    change = ["train.lr: 1000000000000.0 != 0.0001"]
+    assert [r["changes"] for r in records if r["event"] == "config_changed"] == [change]
+    assert json.loads((out / "run.json").read_text())[-1]["config_changes"] == change
+    assert "lr: 0.0001" in (out / "config.yaml").read_text() and (out / "DONE").is_file()
+    assert [r["event"] for r in records].count("stopped") == 1
+
+
+def test_damaged_pseudo_label_cache_names_the_file_and_regenerate_recovers(tmp_path, weights):
+    _, path = weights
+    root = make_cityscapes(tmp_path / "cs", cities=("aachen",), per_city=2, labels=False)
+    out = tmp_path / "round"
+    args = ["pseudo-label", "--weights", path, "--data-root", root, "--round", 1, "--portion", 0.2,
+            "--method", "si", "--out", out]
+    assert run(*args).exit_code == 0
+    cache = out / "cache" / "round1.h5"
+    labels = sorted((out / "labels").rglob("*.png"))
+    before = [p.read_bytes() for p in labels]
+    truncate(cache, keep=0.3)
+    result = run(*args)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert str(cache) in line and "--regenerate" in line and "delete" not in line
+    assert [p.read_bytes() for p in labels] == before  # the labels already written are kept
+    assert run(*args, "--regenerate").exit_code == 0
+    assert [p.read_bytes() for p in labels] == before
