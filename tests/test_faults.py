@@ -392,6 +392,7 @@ def test_nan_stop_resumes_with_a_lower_lr_and_rebuilds_a_deleted_pseudo_label(sm
     resumed = train(smoke, out, "--resume", "--set", "train.lr=1e-4")
     assert resumed.exit_code == 0, resumed.stderr
     assert labels[0].read_bytes() == kept  # rebuilt from the cache, identical
+    assert "%|" not in resumed.stderr  # --no-progress: no bar of any step
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     change = ["train.lr: 1000000000000.0 != 0.0001"]
     assert [r["changes"] for r in records if r["event"] == "config_changed"] == [change]
@@ -406,7 +407,8 @@ def test_damaged_pseudo_label_cache_names_the_file_and_regenerate_recovers(tmp_p
     out = tmp_path / "round"
     args = ["pseudo-label", "--weights", path, "--data-root", root, "--round", 1, "--portion", 0.2,
             "--method", "si", "--out", out]
-    assert run(*args).exit_code == 0
+    quiet = run(*args, "--no-progress")
+    assert quiet.exit_code == 0 and "%|" not in quiet.stderr
     cache = out / "cache" / "round1.h5"
     labels = sorted((out / "labels").rglob("*.png"))
     before = [p.read_bytes() for p in labels]

@@ -21,9 +21,10 @@ def prepare():
 @_ROOT
 @_SPLIT
 @click.option("--decode", is_flag=True, help="Also decode every pair through the reader (slow).")
-def check(dataset, root, split, decode):
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def check(dataset, root, split, decode, no_progress):
     """Walk a dataset folder; print counts, sizes, formats and every problem (exit 1 on problems)."""
-    report = prep.check_dataset(dataset, root, split=split, decode=decode)
+    report = prep.check_dataset(dataset, root, split=split, decode=decode, progress=not no_progress)
     click.echo(report.summary())
     if not report.ok:
         raise SystemExit(1)

@@ -76,8 +76,9 @@ def _load(weights, num_classes, width, ctx):
 @click.option("--save-predictions", is_flag=True,
               help="Also write every prediction as a Cityscapes labelId PNG under OUT/predictions "
                    "(the input format of the official cityscapesscripts evaluator).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def evaluate_command(weights, num_classes, width, data_root, split, list_file, flip, scales_spec,
-                     ctx_spec, out, save_predictions):
+                     ctx_spec, out, save_predictions, no_progress):
     """Evaluate a network on Cityscapes at native resolution: per-class IoU, mIoU (and mIoU* for
     16 classes), written to the run folder and printed (paper Sec. 4.2)."""
     from ..evaluation import evaluate, format_per_class, write_evaluation
@@ -92,7 +93,8 @@ def evaluate_command(weights, num_classes, width, data_root, split, list_file, f
     net, info = _load(weights, num_classes, width, ctx)
     dataset = open_cityscapes(data_root, split, info["num_classes"], list_file)
     matrix = evaluate(net, dataset, ctx, flip=flip, scales=scales,
-                      prediction_dir=out / "predictions" if save_predictions else None)
+                      prediction_dir=out / "predictions" if save_predictions else None,
+                      progress=not no_progress)
     metadata = {"weights": str(weights), "weights_format": info["format"], "width": info["width"],
                 "data_root": str(data_root), "split": split, "images": len(dataset),
                 "list_file": None if list_file is None else str(list_file), "flip": flip,

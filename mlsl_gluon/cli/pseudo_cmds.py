@@ -48,7 +48,8 @@ def _parse_shard(value):
               help="Spatial-prior grid 'GH' or 'GHxGW' (cells over the image height x width).")
 @click.option("--alpha", type=float, default=1.0, show_default=True,
               help="Additive smoothing of the spatial prior: (n_c + alpha) / (n + C * alpha).")
-def stats_command(source, data_root, list_file, out, grid, alpha):
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def stats_command(source, data_root, list_file, out, grid, alpha, no_progress):
     """Source statistics: Eq. 4 class mean sizes and the CBST spatial prior, in one file.
 
     One streaming pass over the source labels (images are not decoded); memory does not grow
@@ -64,7 +65,7 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
     except DatasetError as err:
         raise click.ClickException(str(err)) from None
     counter = SourceStatistics(dataset.num_classes, _parse_grid(grid))
-    for i in tqdm(range(len(dataset)), desc=f"{source} statistics", unit="img"):
+    for i in tqdm(range(len(dataset)), desc=f"{source} statistics", unit="img", disable=no_progress):
         counter.update(dataset.read_label(i))
     sizes = counter.class_mean_sizes()
     save_source_stats(str(out), sizes, counter.spatial_prior(alpha), num_classes=dataset.num_classes,
@@ -119,10 +120,11 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
               help="Recreate a cache made with other settings instead of refusing it.")
 @click.option("--colour", is_flag=True, help="Also write colour visualisations to OUT/colour/.")
 @click.option("--ctx", "ctx_spec", default="cpu", show_default=True, help="'cpu', 'gpu:0', 'gpu:0,1'.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pseudo_label_command(weights, data_root, split, list_file, num_classes, width, round_idx, portion, out,
                          method, K, patch_size, seed, flip, include_si, aggregation, batch_size,
                          longer_side, source_stats, spatial_prior, eta, cache_path, shard, combine,
-                         regenerate, colour, ctx_spec):
+                         regenerate, colour, ctx_spec, no_progress):
     """Pseudo-labels of one round (step 1): SI/SISC inference, class-balanced selection and PWL."""
     from ..preflight import check_output_file, check_output_folder
     from ..pseudo_labels import (
@@ -150,7 +152,7 @@ def pseudo_label_command(weights, data_root, split, list_file, num_classes, widt
         try:
             result = combine_pseudo_label_round(str(out), round_idx=round_idx, portion=portion,
                                                 num_shards=shard_count, class_mean_sizes=sizes, eta=eta,
-                                                save_colour=colour)
+                                                save_colour=colour, progress=not no_progress)
         except (CacheError, FileNotFoundError, ValueError) as err:
             raise click.ClickException(str(err)) from None
     else:
@@ -174,7 +176,7 @@ def pseudo_label_command(weights, data_root, split, list_file, num_classes, widt
                 prior=stats["spatial_prior"] if spatial_prior else None, class_mean_sizes=sizes,
                 eta=eta, cache_path=None if cache_path is None else str(cache_path),
                 checkpoint_digest=file_digest(weights), shard=(shard_index, shard_count),
-                regenerate=regenerate, save_colour=colour)
+                regenerate=regenerate, save_colour=colour, progress=not no_progress)
         except CacheError as err:
             raise click.ClickException(str(err)) from None
     click.echo(json.dumps(result, indent=1))

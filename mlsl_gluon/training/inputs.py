@@ -131,7 +131,7 @@ def weights_kind(path, num_classes):
     return "imagenet"
 
 
-def source_statistics(run, config, source):
+def source_statistics(run, config, source, progress=True):
     """Eq. 4 class sizes m_i and the CBST spatial prior of the source set.
 
     Read from ``pseudo_label.source_stats`` when given (``mlsl-gluon stats`` writes it), else
@@ -154,7 +154,8 @@ def source_statistics(run, config, source):
         raise InputError(f"pseudo_label.source_stats {path} not found (make it with `mlsl-gluon stats`, or "
                          f"set it to null to compute it in the run folder)")
     counter = SourceStatistics(config.num_classes)
-    for i in tqdm(range(len(source)), desc="source statistics", unit="img", leave=False):
+    for i in tqdm(range(len(source)), desc="source statistics", unit="img", leave=False,
+                  disable=not progress):
         counter.update(source.read_label(i))
     save_source_stats(str(path), counter.class_mean_sizes(), counter.spatial_prior(),
                       num_classes=config.num_classes, grid=counter.grid, alpha=1.0,

@@ -186,7 +186,7 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                          f"{SOURCE_WEIGHTS[config.experiment.source]}; train one with --method source-only")
     # Eq. 4 sizes (PWL) and the spatial prior need one pass over the source labels.
     needed = config.use_pwl or config.pseudo_label.spatial_prior
-    stats = source_statistics(run, config, data.source) if needed else None
+    stats = source_statistics(run, config, data.source, progress) if needed else None
     state, pseudo_weights = initial_state(), Path(weights)
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net)
