@@ -420,3 +420,37 @@ def test_damaged_pseudo_label_cache_names_the_file_and_regenerate_recovers(tmp_p
     assert [p.read_bytes() for p in labels] == before  # the labels already written are kept
     assert run(*args, "--regenerate").exit_code == 0
     assert [p.read_bytes() for p in labels] == before
+
+
+def test_weights_of_another_width_fail_before_the_run_folder(smoke, tmp_path):
+    out = tmp_path / "run"
+    sizes = [s for s in smoke[3] if not s.startswith("model.width")] + ["model.width=0.125"]
+    result = train(smoke, out, sizes=sizes)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert str(smoke[2]) in line and "width 0.0625" in line and "model.width is 0.125" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda data: b"", "empty file (0 bytes)"),
+    (lambda data: data[: len(data) // 3], "truncated or corrupted MXNet .params file"),
+    (lambda data: bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+     "not an MXNet .params weights file"),
+])
+def test_damaged_weights_give_the_reason_in_every_command(tmp_path, weights, damage, reason):
+    _, path = weights
+    bad = tmp_path / "bad.params"
+    bad.write_bytes(damage(path.read_bytes()))
+    image = tmp_path / "img.png"
+    save_rgb(image, np.zeros((16, 16, 3), np.uint8))
+    root = make_cityscapes(tmp_path / "cs", split="val", cities=("lindau",), per_city=1)
+    for args in (["evaluate", "--data-root", root, "--out", tmp_path / "e"],
+                 ["predict", image, "--out", tmp_path / "p"],
+                 ["export", "--format", "symbol", "--out", tmp_path / "x" / "net"],
+                 ["pseudo-label", "--data-root", root, "--split", "val", "--round", 0, "--portion", 0.2,
+                  "--out", tmp_path / "r"]):
+        result = run(*args, "--weights", bad)
+        assert result.exit_code == 1, args
+        line = error_line(result)
+        assert str(bad) in line and reason in line and "Traceback" not in line, args

@@ -67,7 +67,7 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
     dict
         The summary also written to ``out/DONE``.
     """
-    weights_kind(weights, config.num_classes)
+    weights_kind(weights, config.num_classes, config.model.width)
     _check_source_stats(config)
     check_output_folder(out)
     data = open_datasets(config, data_root)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import ConfigError, config_differences, dump_config, load_config
+from ..io import atomic_write_file, atomic_write_text
 from .lock import LOCK_NAME, RunLock
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,6 @@ def git_hash():
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
-
-
-def atomic_write_text(path, text):
-    """Write a whole file or nothing (temporary file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # Options a resumed run may change: they steer only the steps still to come and invalidate
@@ -144,8 +137,7 @@ class RunFolder:
 
     def _write_config(self):
         self.path.mkdir(parents=True, exist_ok=True)
-        dump_config(self.config, self.path / "config.yaml.tmp")
-        os.replace(self.path / "config.yaml.tmp", self.path / "config.yaml")
+        atomic_write_file(self.path / "config.yaml", lambda name: dump_config(self.config, name))
 
     def _set_aside_attempt(self, previous):
         """Move what a failed first start with another config wrote into ``attempt_N/``.
