@@ -454,3 +454,30 @@ def test_damaged_weights_give_the_reason_in_every_command(tmp_path, weights, dam
         assert result.exit_code == 1, args
         line = error_line(result)
         assert str(bad) in line and reason in line and "Traceback" not in line, args
+
+
+def test_out_under_a_regular_file_is_refused_by_every_command_before_any_work(smoke, tmp_path, weights):
+    _, path = weights
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    under = blocker / "out"
+    image = tmp_path / "img.png"
+    save_rgb(image, np.zeros((16, 16, 3), np.uint8))
+    cs = make_cityscapes(tmp_path / "cs", split="val", cities=("lindau",), per_city=1)
+    gta = make_gta5(tmp_path / "GTA5", count=1)
+    commands = {
+        "train": None,
+        "evaluate": ["evaluate", "--weights", path, "--data-root", cs, "--out", under],
+        "predict": ["predict", image, "--weights", path, "--out", under],
+        "export": ["export", "--weights", path, "--format", "onnx", "--out", under / "net"],
+        "pseudo-label": ["pseudo-label", "--weights", path, "--data-root", cs, "--split", "val", "--round", 0,
+                         "--portion", 0.2, "--out", under],
+        "stats": ["stats", "--source", "gta5", "--data-root", gta, "--out", under / "s.npz"],
+        "prepare list": ["prepare", "list", "--dataset", "gta5", "--root", gta, "--out", under / "l.txt"],
+    }
+    for name, args in commands.items():
+        result = train(smoke, under) if args is None else run(*args)
+        assert result.exit_code == 1, name
+        line = error_line(result)
+        assert str(under) in line and f"lies under the regular file {blocker}" in line, (name, line)
+    assert blocker.read_text() == "x"
