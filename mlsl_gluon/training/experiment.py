@@ -3,34 +3,14 @@ import logging
 from pathlib import Path
 
 from ..preflight import check_output_folder
-from ..pseudo_labels import load_source_stats
 from .distributed import process_kvstore
-from .inputs import InputError, open_datasets, weights_kind
+from .inputs import check_source_stats, open_datasets, weights_kind
 from .rounds import run_rounds
 from .run_folder import RunFolder
 from .source_only import run_source_only
 from .stage import no_event, worker_shard
 
 logger = logging.getLogger(__name__)
-
-
-def _check_source_stats(config):
-    """A given source-statistics file must be readable and match the run (checked up front)."""
-    given = config.pseudo_label.source_stats
-    if not given or not (config.use_pwl or config.pseudo_label.spatial_prior):
-        return
-    path = Path(given)
-    if not path.is_file():
-        raise InputError(f"{path}: pseudo_label.source_stats not found; make it with `mlsl-gluon stats`, "
-                         "or set it to null to compute it in the run folder")
-    try:
-        stats = load_source_stats(str(path))
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a source statistics file from `mlsl-gluon stats` ({err}); make it "
-                         "again with `mlsl-gluon stats`") from None
-    if stats["num_classes"] != config.num_classes:
-        raise InputError(f"{path}: source statistics for {stats['num_classes']} classes, this run has "
-                         f"{config.num_classes}; make them from the {config.experiment.source} labels")
 
 
 def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device", resume=False,
@@ -68,7 +48,7 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
         The summary also written to ``out/DONE``.
     """
     weights_kind(weights, config.num_classes, config.model.width)
-    _check_source_stats(config)
+    check_source_stats(config)
     check_output_folder(out)
     data = open_datasets(config, data_root)
     kvstore = process_kvstore(kvstore)

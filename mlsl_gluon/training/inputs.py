@@ -131,6 +131,25 @@ def weights_kind(path, num_classes, width=None):
     return info.kind
 
 
+def check_source_stats(config):
+    """A given source-statistics file must be readable and match the run (checked up front)."""
+    given = config.pseudo_label.source_stats
+    if not given or not (config.use_pwl or config.pseudo_label.spatial_prior):
+        return
+    path = Path(given)
+    if not path.is_file():
+        raise InputError(f"{path}: pseudo_label.source_stats not found; make it with `mlsl-gluon stats`, "
+                         "or set it to null to compute it in the run folder")
+    try:
+        stats = load_source_stats(str(path))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a source statistics file from `mlsl-gluon stats` ({err}); make it "
+                         "again with `mlsl-gluon stats`") from None
+    if stats["num_classes"] != config.num_classes:
+        raise InputError(f"{path}: source statistics for {stats['num_classes']} classes, this run has "
+                         f"{config.num_classes}; make them from the {config.experiment.source} labels")
+
+
 def source_statistics(run, config, source, progress=True):
     """Eq. 4 class sizes m_i and the CBST spatial prior of the source set.
 
