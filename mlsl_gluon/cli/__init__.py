@@ -36,6 +36,7 @@ def _package_errors():
     """The package's own error types (imported late: they pull in MXNet)."""
     from ..config import ConfigError
     from ..data import DatasetError
+    from ..model.weight_files import WeightsError
     from ..preflight import OutputError
     from ..pseudo_labels import CacheError
     from ..training.checkpoint import CheckpointError
@@ -45,7 +46,7 @@ def _package_errors():
     from ..training.stage import TrainingStopped
 
     return (ConfigError, DatasetError, CacheError, CheckpointError, NonFiniteLossError, InputError,
-            OutputError, RunLockedError, TrainingStopped)
+            OutputError, RunLockedError, TrainingStopped, WeightsError)
 
 
 def describe_os_error(err):
