@@ -386,12 +386,10 @@ def test_nan_stop_resumes_with_a_lower_lr_and_rebuilds_a_deleted_pseudo_label(sm
     labels = sorted((out / "round_00" / "pseudo" / "labels").rglob("*.png"))
     kept = labels[0].read_bytes()
     labels[0].unlink()
-    refused = train(smoke, out, "--resume", "--set", "train.lr=1e-4", "--set", "experiment.seed=1")
-    assert refused.exit_code == 1
-    assert "experiment.seed: 0 != 1" in error_line(refused) and "already computed" in error_line(refused)
     resumed = train(smoke, out, "--resume", "--set", "train.lr=1e-4")
     assert resumed.exit_code == 0, resumed.stderr
     assert labels[0].read_bytes() == kept  # rebuilt from the cache, identical
+    assert not (out / "attempt_1").exists()  # a training-only change keeps step 1's results
     assert "%|" not in resumed.stderr  # --no-progress: no bar of any step
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     change = ["train.lr: 1000000000000.0 != 0.0001"]
@@ -399,6 +397,11 @@ def test_nan_stop_resumes_with_a_lower_lr_and_rebuilds_a_deleted_pseudo_label(sm
     assert json.loads((out / "run.json").read_text())[-1]["config_changes"] == change
     assert "lr: 0.0001" in (out / "config.yaml").read_text() and (out / "DONE").is_file()
     assert [r["event"] for r in records].count("stopped") == 1
+    final = (out / "final.params").read_bytes()
+    refused = train(smoke, out, "--resume", "--set", "train.lr=1e-4", "--set", "experiment.seed=1")
+    assert refused.exit_code == 1
+    assert "experiment.seed: 0 != 1" in error_line(refused) and "already computed" in error_line(refused)
+    assert (out / "final.params").read_bytes() == final
 
 
 def test_damaged_pseudo_label_cache_names_the_file_and_regenerate_recovers(tmp_path, weights):

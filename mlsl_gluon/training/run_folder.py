@@ -10,7 +10,7 @@ Layout::
     OUT/round_RR/pseudo/       labels/<name>.png, weak_labels.json, stats.json of round RR
     OUT/DONE                   written when the whole run finished
     OUT/LOCK                   host and PID of the process using the folder (see .lock)
-    OUT/attempt_N/             files of a first start that failed before any checkpoint
+    OUT/attempt_N/             files of a first start that failed before any training step
 """
 import datetime
 import json
@@ -23,6 +23,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import ConfigError, config_differences, dump_config, load_config
 from ..io import atomic_write_file, atomic_write_text
+from .checkpoint import CheckpointError, read_checkpoint
 from .lock import LOCK_NAME, RunLock
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ RESUMABLE_CHANGES = {
 }
 
 
+# Sections that only steer training and evaluation: a run that has not trained yet keeps its
+# pseudo-labels and statistics when only these change.
+_TRAINING_ONLY = ("train.", "rounds.", "source_only.", "eval.")
+
+
 class RunFolder:
     """Create or reopen the folder of one run, holding its lock until :meth:`close`.
 
@@ -67,7 +73,9 @@ class RunFolder:
         The resolved configuration of this invocation.
     resume : bool
         Continue the run already in ``path``. Without it a run that has trained is never
-        overwritten; a folder whose first start failed before any checkpoint is started again.
+        overwritten; a folder whose first start failed before any training step is started
+        again (keeping its step-1 results when only training options changed, else moving them
+        to ``attempt_N/``).
     break_lock : bool
         Take over a lock another host left (see :class:`mlsl_gluon.training.lock.RunLock`).
 
@@ -96,12 +104,17 @@ class RunFolder:
         config_file = self.path / "config.yaml"
         changes = []
         self.resumed = False
-        if config_file.is_file() and not self.has_started:
+        if config_file.is_file() and not self.has_trained:
             previous = load_config(config_file)
-            if config_differences(previous, config):
+            differences = config_differences(previous, config)
+            if any(not d.startswith(_TRAINING_ONLY) for d in differences):
                 self._set_aside_attempt(previous)
+            elif differences:
+                changes = differences
+            if differences:
                 self._write_config()
-            logger.info("%s: its first start stopped before any checkpoint; starting it again", self.path)
+            logger.info("%s: its first start stopped before any training step; starting it again",
+                        self.path)
             self._drop_partial_log_line()
         elif config_file.is_file():
             if not resume:
@@ -131,9 +144,17 @@ class RunFolder:
             self.log("config_changed", changes=changes)
 
     @property
-    def has_started(self):
-        """Whether the run wrote any checkpoint (or finished): then only ``--resume`` reopens it."""
-        return self.done or any(self.checkpoint_dir.glob("*.params"))
+    def has_trained(self):
+        """Whether the run took a training step (or finished): then only ``--resume`` reopens it."""
+        if self.done or any(self.checkpoint_dir.glob("round_*.params")):
+            return True
+        if not self.latest_checkpoint.is_file():
+            return False
+        try:
+            state, _ = read_checkpoint(self.latest_checkpoint)
+        except CheckpointError:
+            return True  # unknown: let the resume path report the damaged checkpoint
+        return bool(state.get("epoch") or state.get("iteration") or state.get("round"))
 
     def _write_config(self):
         self.path.mkdir(parents=True, exist_ok=True)
@@ -150,7 +171,7 @@ class RunFolder:
             number += 1
         aside = self.path / f"attempt_{number}"
         aside.mkdir()
-        keep = {"run.json", LOCK_NAME, "checkpoints"}
+        keep = {"run.json", LOCK_NAME}
         if previous.data == self.config.data and previous.experiment.source == self.config.experiment.source:
             keep.add("source_stats.npz")
         for entry in self.path.iterdir():
