@@ -167,6 +167,23 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
     assert not (out / "LOCK").exists()
 
 
+def test_lock_held_by_a_running_process_then_freed_by_its_death(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mlsl_gluon.training.lock import RunLock\n"
+         f"RunLock({str(out)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"{out} is in use by PID {holder.pid} on host"):
+            RunLock(out).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(out):  # SIGKILL left the file behind; its PID is gone, so it is stale
+        assert json.loads((out / "LOCK").read_text())["pid"] == os.getpid()
+
+
 def test_lock_of_another_host_needs_an_explicit_break(tmp_path):
     out = tmp_path / "run"
     _write_lock(out, 12345, "some-other-host")
