@@ -44,17 +44,16 @@ def missing_pseudo_labels(pseudo_dir, names, with_weak_labels):
     return missing
 
 
-def rebuild_pseudo_labels(pseudo_dir, names, *, round_idx, portion, class_mean_sizes, eta,
-                          progress=True):
+def rebuild_pseudo_labels(folder, names, *, portion, class_mean_sizes, eta, progress=True):
     """Rewrite a round's pseudo-labels from its cache when some of them are missing.
 
     Parameters
     ----------
-    pseudo_dir : str or Path
+    folder : RoundFolder
         The round's pseudo-label folder (``labels/``, ``shards/``, the cache).
     names : list of str
         Target image names that must have a label.
-    round_idx, portion, class_mean_sizes, eta
+    portion, class_mean_sizes, eta
         As step 1 used them.
 
     Returns
@@ -70,15 +69,16 @@ def rebuild_pseudo_labels(pseudo_dir, names, *, round_idx, portion, class_mean_s
     from ..pseudo_labels import CacheError
     from ..pseudo_labels.round import combine_pseudo_label_round
 
-    missing = missing_pseudo_labels(pseudo_dir, names, class_mean_sizes is not None)
+    missing = missing_pseudo_labels(folder.out_dir, names, class_mean_sizes is not None)
     if not missing:
         return []
     logger.warning("%s: %d pseudo-label file(s) missing (first %s); rebuilding them from the cache",
-                   pseudo_dir, len(missing), missing[0])
+                   folder.out_dir, len(missing), missing[0])
     try:
-        combine_pseudo_label_round(str(pseudo_dir), round_idx=round_idx, portion=portion, num_shards=1,
-                                   class_mean_sizes=class_mean_sizes, eta=eta, progress=progress)
+        combine_pseudo_label_round(folder, portion=portion, num_shards=1, class_mean_sizes=class_mean_sizes,
+                                   eta=eta, progress=progress)
     except (CacheError, FileNotFoundError, OSError) as err:
+        round_idx = folder.round_idx
         restart = (f"copy checkpoints/round_{round_idx - 1:02d}.params over checkpoints/latest.params"
                    if round_idx > 0 else "move checkpoints/latest.params aside")
         raise DatasetError(
