@@ -25,6 +25,9 @@ from mlsl_gluon.evaluation.tiling import axis_windows, tiled_predict_labels
 from mlsl_gluon.evaluation.visualize import colorize
 from mlsl_gluon.training.lock import RunLock, RunLockedError
 
+# pseudo-label without source statistics: single inference, no spatial prior, no weak labels.
+CBST = ["--source", "gta5", "--method", "cbst", "--no-spatial-prior"]
+
 
 def run(*args, env=None):
     return CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args], env=env)
@@ -141,7 +144,7 @@ def test_pseudo_label_on_a_zero_byte_image_names_it(tmp_path, weights):
     bad = root / "leftImg8bit" / "train" / "aachen" / "aachen_000001_000019_leftImg8bit.png"
     bad.write_bytes(b"")
     result = run("pseudo-label", "--weights", path, "--data-root", root, "--round", 1, "--portion", 0.2,
-                 "--method", "si", "--out", tmp_path / "round")
+                 *CBST, "--out", tmp_path / "round")
     assert result.exit_code == 1
     assert str(bad) in error_line(result)
 
@@ -203,7 +206,9 @@ class NeighbourhoodNet:
         self.weight = mx.nd.array(rng.normal(size=(num_classes, 3, 5, 5)))
         self.num_classes = num_classes
 
-    def predict(self, x):
+    def predict(self, x, flip=False):
+        if flip:
+            return 0.5 * (self.predict(x) + self.predict(x.flip(axis=3)).flip(axis=3))
         logits = mx.nd.Convolution(x, self.weight.as_in_context(x.context), kernel=(5, 5), pad=(2, 2),
                                    num_filter=self.num_classes, no_bias=True)
         return mx.nd.softmax(logits, axis=1)
@@ -426,13 +431,14 @@ def test_damaged_pseudo_label_cache_names_the_file_and_regenerate_recovers(tmp_p
     root = make_cityscapes(tmp_path / "cs", cities=("aachen",), per_city=2, labels=False)
     out = tmp_path / "round"
     args = ["pseudo-label", "--weights", path, "--data-root", root, "--round", 1, "--portion", 0.2,
-            "--method", "si", "--out", out]
+            *CBST, "--out", out]
     quiet = run(*args, "--no-progress")
     assert quiet.exit_code == 0 and "%|" not in quiet.stderr
-    cache = out / "cache" / "round1.h5"
+    cache = out / "probabilities.h5"
     labels = sorted((out / "labels").rglob("*.png"))
     before = [p.read_bytes() for p in labels]
     truncate(cache, keep=0.3)
+    (out / "stats.json").unlink()  # as a kill before the round finished leaves it
     result = run(*args)
     assert result.exit_code == 1
     line = error_line(result)
@@ -468,8 +474,8 @@ def test_damaged_weights_give_the_reason_in_every_command(tmp_path, weights, dam
     for args in (["evaluate", "--data-root", root, "--out", tmp_path / "e"],
                  ["predict", image, "--out", tmp_path / "p"],
                  ["export", "--format", "symbol", "--out", tmp_path / "x" / "net"],
-                 ["pseudo-label", "--data-root", root, "--split", "val", "--round", 0, "--portion", 0.2,
-                  "--out", tmp_path / "r"]):
+                 ["pseudo-label", *CBST, "--data-root", root, "--split", "val", "--round", 0,
+                  "--portion", 0.2, "--out", tmp_path / "r"]):
         result = run(*args, "--weights", bad)
         assert result.exit_code == 1, args
         line = error_line(result)
@@ -490,8 +496,8 @@ def test_out_under_a_regular_file_is_refused_by_every_command_before_any_work(sm
         "evaluate": ["evaluate", "--weights", path, "--data-root", cs, "--out", under],
         "predict": ["predict", image, "--weights", path, "--out", under],
         "export": ["export", "--weights", path, "--format", "onnx", "--out", under / "net"],
-        "pseudo-label": ["pseudo-label", "--weights", path, "--data-root", cs, "--split", "val", "--round", 0,
-                         "--portion", 0.2, "--out", under],
+        "pseudo-label": ["pseudo-label", *CBST, "--weights", path, "--data-root", cs, "--split", "val",
+                         "--round", 0, "--portion", 0.2, "--out", under],
         "stats": ["stats", "--source", "gta5", "--data-root", gta, "--out", under / "s.npz"],
         "prepare list": ["prepare", "list", "--dataset", "gta5", "--root", gta, "--out", under / "l.txt"],
     }
