@@ -51,20 +51,19 @@ def _package_errors():
 
 def describe_os_error(err):
     """``'<file>: <what is wrong>; <what to do>'`` for an OSError."""
-    filename = err.filename if err.filename is not None else None
     what = err.strerror or str(err)
     advice = _OS_ADVICE.get(err.errno, "check the path and the disk")
-    if filename is None:
+    if err.filename is None:
         return f"{what}; {advice}"
     target = f" -> {err.filename2}" if err.filename2 is not None else ""
-    return f"{os.fsdecode(filename)}{target}: {what}; {advice}"
+    return f"{os.fsdecode(err.filename)}{target}: {what}; {advice}"
 
 
 def error_line(err):
     """The ``Error:`` text of an exception the boundary handles, or None when it does not."""
     if isinstance(err, _package_errors()):
         return str(err)
-    if isinstance(err, OSError) and not isinstance(err, click.ClickException):
+    if isinstance(err, OSError):
         return describe_os_error(err)
     return None
 
