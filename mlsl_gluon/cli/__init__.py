@@ -56,7 +56,8 @@ def describe_os_error(err):
     if err.filename is None:
         return f"{what}; {advice}"
     target = f" -> {err.filename2}" if err.filename2 is not None else ""
-    return f"{os.fsdecode(err.filename)}{target}: {what}; {advice}"
+    name = os.fsdecode(err.filename) if isinstance(err.filename, bytes) else err.filename
+    return f"{name}{target}: {what}; {advice}"
 
 
 def error_line(err):
