@@ -25,8 +25,9 @@ from mlsl_gluon.evaluation.tiling import axis_windows, tiled_predict_labels
 from mlsl_gluon.evaluation.visualize import colorize
 from mlsl_gluon.training.lock import RunLock, RunLockedError
 
-# pseudo-label without source statistics: single inference, no spatial prior, no weak labels.
-CBST = ["--source", "gta5", "--method", "cbst", "--no-spatial-prior"]
+# pseudo-label without source statistics (single inference, no spatial prior, no weak labels), at
+# the tiny images' own size instead of the default 2048-pixel longer side.
+CBST = ["--source", "gta5", "--method", "cbst", "--no-spatial-prior", "--longer-side", "64"]
 
 
 def run(*args, env=None):
