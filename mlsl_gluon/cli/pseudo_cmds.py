@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import METHODS, SOURCES, ConfigError, load_config, pseudo_label_settings
+from ..profiles import PROFILES
 from .common import load_segmentation_network, open_cityscapes, parse_ctx
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ CONFIG_OPTIONS = {
     "include_si": ("pseudo_label", "include_si_released"), "aggregation": ("pseudo_label", "aggregation"),
     "batch_size": ("pseudo_label", "batch_size"), "longer_side": ("pseudo_label", "longer_side"),
     "spatial_prior": ("pseudo_label", "spatial_prior"), "eta": ("pseudo_label", "eta"),
+    "profile": ("experiment", "profile"),
 }
 _FROM_CONFIG = " [default: the value `train` uses for this source and method]"
 
@@ -148,6 +150,8 @@ def _load_stats(path, settings, num_classes):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Round folder: labels/, weak_labels.json, stats.json, shards/, probabilities*.h5 "
                    "(`train` uses RUN/round_<rr>/pseudo).")
+@click.option("--profile", type=click.Choice(PROFILES), default=None,
+              help="released or paper: K and the threshold sampling, as for `train`." + _FROM_CONFIG)
 @click.option("--K", "K", type=int, default=None, help="SISC patches per image." + _FROM_CONFIG)
 @click.option("--patch-size", type=int, default=None, help="SISC patch side." + _FROM_CONFIG)
 @click.option("--seed", type=int, default=None,
@@ -177,7 +181,7 @@ def _load_stats(path, settings, num_classes):
 @click.option("--ctx", "ctx_spec", default="cpu", show_default=True, help="'cpu', 'gpu:0', 'gpu:0,1'.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pseudo_label_command(source, method, config_file, overrides, weights, data_root, split, list_file, width,
-                         round_idx, portion, out, K, patch_size, seed, flip, include_si, aggregation,
+                         round_idx, portion, out, profile, K, patch_size, seed, flip, include_si, aggregation,
                          batch_size, longer_side, source_stats, spatial_prior, eta, shard, combine,
                          regenerate, colour, ctx_spec, no_progress):
     """Pseudo-labels of one round (step 1): SI/SISC inference, class-balanced selection and PWL.
@@ -190,8 +194,9 @@ def pseudo_label_command(source, method, config_file, overrides, weights, data_r
 
     check_output_folder(out)
     config = _config_of(config_file, overrides, source, method, dict(
-        K=K, patch_size=patch_size, seed=seed, flip=flip, include_si=include_si, aggregation=aggregation,
-        batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior, eta=eta))
+        profile=profile, K=K, patch_size=patch_size, seed=seed, flip=flip, include_si=include_si,
+        aggregation=aggregation, batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior,
+        eta=eta))
     settings = pseudo_label_settings(config)
     portion = settings.portion(round_idx) if portion is None else portion
     folder = RoundFolder(str(out), round_idx, _parse_shard(shard), colour=colour)

@@ -116,6 +116,9 @@ def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest
         "second_class_floor": 0.0 if prior is not None else float(
             dequantise_probability(quantise_probability(1.0 / num_classes, CODE_SHIFT), CODE_SHIFT)),
         "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 0.0,
+        # The volumes do not depend on it, the thresholds do: recorded so a round labelled with
+        # the other sampling is not reused as finished.
+        "released_sampling": bool(settings.released_sampling),
     }
 
 
@@ -202,7 +205,7 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
 
     names = _names_of(dataset)
     indices = list(range(shard_i, len(dataset), shard_n))
-    accumulator = ThresholdAccumulator(num_classes, CODE_SHIFT)
+    accumulator = ThresholdAccumulator(num_classes, CODE_SHIFT, cache_settings["released_sampling"])
     skipped = 0
     start = time.time()
     with ProbabilityCache(cache_path, cache_settings, regenerate=regenerate) as cache:

@@ -7,17 +7,20 @@ pseudo weak labels (Sec. 3.3), and source-only (no rounds). The run resumes from
 ``checkpoints/latest.params``, whose state is ``{"round": r, "phase": "pseudo" | "train", ...}``.
 """
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..config import pseudo_label_settings, source_portion, train_settings
+from ..profiles import field_value
 from ..pseudo_labels import released_per_crop_weak_labels, run_pseudo_label_round
 from ..pseudo_labels.round import RoundFolder, file_digest
 from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
 from .engine import build_trainer, round_learning_rate
+from .hard_classes import select_hard_classes
 from .inputs import SOURCE_WEIGHTS, InputError, source_statistics
 from .network import build_network, evaluate_round, finish
 from .repair import rebuild_pseudo_labels, set_aside_damaged_cache
@@ -66,13 +69,35 @@ def _jsonable(value):
     return value
 
 
+def round_hard_classes(run, config, round_idx):
+    """Round r's hard classes for the training crops (released profile), logged; None when off.
+
+    A hand-given ``data.hard_classes_released`` list is used as is in every round; otherwise,
+    with ``data.hard_class_mining_released``, they come from this round's pseudo-label class
+    sizes (``stats.json``, also there when training resumes mid-round).
+    """
+    d = config.data
+    if d.hard_classes_released is not None or not field_value(config, "data.hard_class_mining_released"):
+        return None
+    stats_path = run.pseudo_dir(round_idx) / "stats.json"
+    sizes = json.loads(stats_path.read_text())["argmax_pixels_per_class"]
+    hard = select_hard_classes(sizes, share=d.hard_class_share, number=d.hard_class_number)
+    run.log("hard_classes", round=round_idx, ids=list(hard.ids), priority=list(hard.priority),
+            rarest=list(hard.rarest), prob=d.hard_class_prob)
+    logger.info("round %d: hard-class crops (p %.2f) on classes %s", round_idx, d.hard_class_prob,
+                list(hard.ids))
+    return hard.ids
+
+
 def round_dataset(run, config, data, round_idx):
     """Step 2's training set of round r: seeded source subset + pseudo-labelled target images."""
     r = config.rounds
     portion = source_portion(round_idx, r.source_portion_start, r.source_portion_step, r.source_portion_max)
     indices = source_subset(len(data.source), portion, config.experiment.seed)
-    per_crop = released_per_crop_weak_labels if config.pseudo_label.per_crop_weak_labels_released else None
-    dataset = SelfTrainingSet(data.source, indices, train_transform(config), config.num_classes,
+    per_crop = (released_per_crop_weak_labels
+                if field_value(config, "pseudo_label.per_crop_weak_labels_released") else None)
+    transform = train_transform(config, hard_class=round_hard_classes(run, config, round_idx))
+    dataset = SelfTrainingSet(data.source, indices, transform, config.num_classes,
                               target=data.target_train, pseudo_dir=run.pseudo_dir(round_idx),
                               with_weak_labels=config.use_pwl, per_crop_weak_labels=per_crop)
     logger.info("round %d: %d source + %d target images", round_idx, len(indices), len(data.target_train))

@@ -34,10 +34,15 @@ def worker_shard(kvstore):
     return 0, 1
 
 
-def train_transform(config):
-    """The training augmentation of SPEC section 2 (item rng supplied per call)."""
+def train_transform(config, hard_class=None):
+    """The training augmentation of SPEC section 2 (item rng supplied per call).
+
+    ``hard_class``: the round's hard classes (released profile); else ``data.hard_classes_released``.
+    """
+    hard = config.data.hard_classes_released if hard_class is None else hard_class
     return TrainTransform(crop_size=config.data.crop_size, scale_range=tuple(config.data.scale_range),
-                          flip=config.data.flip, hard_class=config.data.hard_classes_released)
+                          flip=config.data.flip, hard_class=hard or None,
+                          hard_class_prob=config.data.hard_class_prob)
 
 
 def train_stage(run, net, trainer, dataset, ctx_list, *, state, settings, on_event=no_event, progress=True,
