@@ -508,3 +508,38 @@ def test_out_under_a_regular_file_is_refused_by_every_command_before_any_work(sm
         line = error_line(result)
         assert str(under) in line and f"lies under the regular file {blocker}" in line, (name, line)
     assert blocker.read_text() == "x"
+
+
+def test_resume_mid_epoch_with_a_new_lr_trains_with_it(smoke, tmp_path, monkeypatch):
+    import mlsl_gluon.training.stage as stage
+    from mlsl_gluon.config import load_config
+    from mlsl_gluon.training.experiment import run_experiment
+
+    root, data, weights, sizes = smoke
+    out = tmp_path / "run"
+
+    class Boom(RuntimeError):
+        pass
+
+    def fault(event, **info):
+        if event == "iteration" and info["iteration"] == 2:  # after the checkpoint at iteration 2
+            raise Boom
+
+    def config(lr):
+        return load_config(overrides=[*sizes, f"train.lr={lr}"], source="synthia", method="cbst")
+
+    with pytest.raises(Boom):
+        run_experiment(config(1e-4), data, weights, out, [mx.cpu()], on_event=fault, progress=False)
+    used = []
+    real_train_epoch = stage.train_epoch
+
+    def recording(net, trainer, *args, **kwargs):
+        used.append(trainer.learning_rate)
+        return real_train_epoch(net, trainer, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "train_epoch", recording)
+    run_experiment(config(3e-5), data, weights, out, [mx.cpu()], resume=True, progress=False)
+    assert used == [pytest.approx(3e-5)]  # not the 1e-4 the loaded trainer states hold
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    changes = [r["changes"] for r in records if r["event"] == "config_changed"]
+    assert changes == [["train.lr: 0.0001 != 3e-05"]]
