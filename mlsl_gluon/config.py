@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import yaml
 
+from .config_ranges import order_errors, range_error
 from .profiles import DEFAULT_PROFILE, ProfileError, field_value, profile_value, resolve_profile
 
 SOURCES = ("gta5", "synthia")
@@ -325,7 +326,11 @@ def _apply(config, overrides, origin):
         for key, value in values.items():
             if key not in hints:
                 raise ConfigError(f"{origin}: unknown key {section_name}.{key}; known: {sorted(hints)}")
-            setattr(section, key, _coerce(value, hints[key], f"{origin}: {section_name}.{key}"))
+            value = _coerce(value, hints[key], f"{origin}: {section_name}.{key}")
+            problem = range_error(f"{section_name}.{key}", value)
+            if problem:
+                raise ConfigError(f"{origin}: {section_name}.{key} {problem}; give a value in that range")
+            setattr(section, key, value)
 
 
 def parse_set(text):
@@ -415,10 +420,12 @@ def validate(config):
                           f"got {config.data.gta5_frame_size}")
     if len(config.data.scale_range) != 2:
         raise ConfigError(f"data.scale_range must be [low, high], got {config.data.scale_range}")
-    for name in ("train.batch_size", "source_only.batch_size", "rounds.num_rounds", "pseudo_label.K"):
-        section, key = name.split(".")
-        if getattr(getattr(config, section), key) < 1:
-            raise ConfigError(f"{name} must be >= 1")
+    values = {f"{s}.{k}": v for s, fields in to_dict(config).items() for k, v in fields.items()}
+    problems = [f"{name} {problem}" for name, value in values.items()
+                for problem in [range_error(name, value)] if problem]
+    problems += order_errors(values)
+    if problems:
+        raise ConfigError("config: " + "; ".join(problems))
 
 
 def to_dict(config):

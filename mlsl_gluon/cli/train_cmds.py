@@ -49,12 +49,16 @@ file (--config) and --set section.key=value override them.
               help="MXNet kvstore: local, device, dist_sync, dist_device_sync (DMLC_* environment for dist).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last consistent state (refused if the config "
-                   "differs; a finished run is not redone). Give it from the first invocation to make "
+                   "differs in more than the learning rate, logging/checkpoint intervals and evaluation "
+                   "options; a finished run is not redone). Give it from the first invocation to make "
                    "the command re-runnable as is after a crash; "
                    "without it an existing run folder is never overwritten.")
+@click.option("--break-lock", is_flag=True,
+              help="Take over --out's LOCK left by a process on another host (check it is gone first); "
+                   "a dead process's lock on this host is taken over without it.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (log lines only).")
 def train(source, method, data_root, weights, out, config_file, overrides, profile, ctx, kvstore, resume,
-          no_progress):
+          break_lock, no_progress):
     from ..data import DatasetError
     from ..training.checkpoint import CheckpointError
     from ..training.experiment import run_experiment
@@ -69,7 +73,7 @@ def train(source, method, data_root, weights, out, config_file, overrides, profi
         config = load_config(config_file, overrides, source=source, method=method,
                              options={"experiment": {"profile": profile}} if profile else None)
         summary = run_experiment(config, data_root, weights, out, ctx_list, kvstore=kvstore, resume=resume,
-                                 progress=not no_progress)
+                                 progress=not no_progress, break_lock=break_lock)
     except (ConfigError, InputError, DatasetError, CheckpointError, TrainingStopped) as err:
         raise click.ClickException(str(err)) from None
     miou = summary.get("miou")

@@ -61,6 +61,27 @@ def _require_file(path):
         raise FileNotFoundError(f"file not found: {path}")
 
 
+_REPLACE_FILE = ("replace it with an intact copy (re-download or re-extract it) or leave it out of the "
+                 "input (for a dataset: a --list-file without it)")
+
+
+def image_size(path):
+    """(width, height) of an image file, from its header only.
+
+    Raises
+    ------
+    DatasetError
+        When the file is empty or not in an image format OpenCV/PIL decode.
+    """
+    _require_file(path)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as err:
+        what = "empty file" if os.path.getsize(path) == 0 else f"not an image file ({err})"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}") from None
+
+
 def read_image(path):
     """Read an 8-bit colour image.
 
@@ -77,7 +98,9 @@ def read_image(path):
     # OpenCV decodes PNG a little faster than PIL and releases the GIL while doing it.
     bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise DatasetError(f"{path}: cannot decode image (unreadable, truncated or not an image file)")
+        empty = os.path.getsize(path) == 0
+        what = "empty file" if empty else "cannot decode image (truncated or not an image)"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -105,17 +128,25 @@ def read_label_ids(path):
     _require_file(path)
     try:
         with Image.open(path) as im:
+            if im.format != "PNG":
+                # JPEG and other lossy formats alter label ids at edges: never a label map.
+                raise DatasetError(
+                    f"{path}: label holds {im.format} data, not PNG; label maps must be the dataset's "
+                    "original lossless PNG files (re-extract them)")
             if im.mode not in ("P", "L"):
-                found = describe_png(path) if im.format == "PNG" else f"{im.format} mode {im.mode}"
+                found = describe_png(path)
                 raise DatasetError(
                     f"{path}: label has format {found} (PIL mode {im.mode}); expected an 8-bit "
                     "single-channel label map: palette (P) whose indices are the label ids, or "
-                    "8-bit grayscale (L). Colour-coded RGB labels are not accepted.")
+                    "8-bit grayscale (L); colour-coded RGB labels are not accepted: use the "
+                    "dataset's original label files (GTA5 labels/*.png, Cityscapes "
+                    "*_gtFine_labelIds.png)")
             return np.array(im, dtype=np.uint8)
     except DatasetError:
         raise
     except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot decode label image ({err})") from err
+        what = "empty file" if os.path.getsize(path) == 0 else f"cannot decode label image ({err})"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}") from err
 
 
 def read_label_synthia(path):
@@ -139,12 +170,14 @@ def read_label_synthia(path):
     _require_file(path)
     raw = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise DatasetError(f"{path}: cannot decode label image (unreadable, truncated or not an image)")
+        what = "empty file" if os.path.getsize(path) == 0 else "cannot decode label image (truncated?)"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
     channels = 1 if raw.ndim == 2 else raw.shape[2]
     if raw.dtype != np.uint16 or channels != 3:
         raise DatasetError(
             f"{path}: SYNTHIA label has dtype {raw.dtype} with {channels} channel(s); expected "
-            "uint16 with 3 channels (16-bit PNG, class id in the first channel)")
+            "uint16 with 3 channels (16-bit PNG, class id in the first channel); use the original "
+            "GT/LABELS/*.png of SYNTHIA-RAND-CITYSCAPES (8-bit conversions lose the class ids)")
     # OpenCV returns BGR, so the first (R) channel of the file is index 2.
     return raw[:, :, 2]
 

@@ -23,6 +23,7 @@ from .engine import build_trainer, round_learning_rate
 from .hard_classes import select_hard_classes
 from .inputs import SOURCE_WEIGHTS, InputError, source_statistics
 from .network import build_network, evaluate_round, finish
+from .repair import rebuild_pseudo_labels, set_aside_damaged_cache
 from .stage import no_event, train_stage, train_transform, worker_shard
 
 logger = logging.getLogger(__name__)
@@ -34,11 +35,24 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     portion = settings.portion(round_idx)
     out_dir = run.pseudo_dir(round_idx)
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_aside_damaged_cache(out_dir / "probabilities.h5")
     result = run_pseudo_label_round(
         net, data.target_train, RoundFolder(str(out_dir), round_idx), portion=portion, ctx=ctx_list,
         settings=settings, source_stats=stats, checkpoint_digest=file_digest(weights_file), progress=progress)
     run.log("pseudo_labels", round=round_idx, portion=portion, stats=_jsonable(result))
     return result
+
+
+def restore_pseudo_labels(run, config, data, round_idx, stats, progress=True):
+    """Rebuild pseudo-label files of a finished step 1 that were deleted, from the round's cache."""
+    settings = pseudo_label_settings(config)
+    rebuilt = rebuild_pseudo_labels(
+        RoundFolder(str(run.pseudo_dir(round_idx)), round_idx), data.target_train.names,
+        portion=settings.portion(round_idx),
+        class_mean_sizes=stats["class_mean_sizes"] if settings.weak_labels else None, eta=settings.eta,
+        progress=progress)
+    if rebuilt:
+        run.log("pseudo_labels_rebuilt", round=round_idx, files=[str(p) for p in rebuilt])
 
 
 def _jsonable(value):
@@ -125,7 +139,7 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                          f"{SOURCE_WEIGHTS[config.experiment.source]}; train one with --method source-only")
     # Eq. 4 sizes (PWL) and the spatial prior need one pass over the source labels.
     needed = config.use_pwl or config.pseudo_label.spatial_prior
-    stats = source_statistics(run, config, data.source) if needed else None
+    stats = source_statistics(run, config, data.source, progress) if needed else None
     state, pseudo_weights = initial_state(), Path(weights)
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net)
@@ -149,6 +163,8 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                                 kvstore=kvstore)
         if state["epoch"] or state["iteration"]:
             load_checkpoint(run.latest_checkpoint, net, trainer)
+            trainer.set_learning_rate(stage.lr)  # the loaded states hold the lr of the previous start
+        restore_pseudo_labels(run, config, data, r, stats, progress)
         dataset = round_dataset(run, config, data, r)
         state = train_stage(run, net, trainer, dataset, ctx_list, state=state, settings=stage,
                             on_event=on_event, progress=progress, shard=worker_shard(kvstore))
