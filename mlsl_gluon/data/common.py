@@ -65,6 +65,17 @@ _REPLACE_FILE = ("replace it with an intact copy (re-download or re-extract it) 
                  "input (for a dataset: a --list-file without it)")
 
 
+def _decode(path, flags, problem):
+    """``cv2.imread(path, flags)``, or a DatasetError naming the file and ``problem``."""
+    _require_file(path)
+    # OpenCV decodes PNG a little faster than PIL and releases the GIL while doing it.
+    array = cv2.imread(os.fspath(path), flags)
+    if array is None:
+        what = "empty file" if os.path.getsize(path) == 0 else problem
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
+    return array
+
+
 def image_size(path):
     """(width, height) of an image file, from its header only.
 
@@ -85,22 +96,9 @@ def image_size(path):
 def read_image(path):
     """Read an 8-bit colour image.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 (H, W, 3) RGB.
+    Returns uint8 (H, W, 3) RGB; a missing, empty or undecodable file is a :class:`DatasetError`.
     """
-    _require_file(path)
-    # OpenCV decodes PNG a little faster than PIL and releases the GIL while doing it.
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        empty = os.path.getsize(path) == 0
-        what = "empty file" if empty else "cannot decode image (truncated or not an image)"
-        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
+    bgr = _decode(path, cv2.IMREAD_COLOR, "cannot decode image (truncated or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -152,26 +150,10 @@ def read_label_ids(path):
 def read_label_synthia(path):
     """Read a SYNTHIA-RAND-CITYSCAPES label: class id from the first (R) channel of a 16-bit PNG.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    numpy.ndarray
-        uint16 (H, W) SYNTHIA class ids.
-
-    Raises
-    ------
-    DatasetError
-        When the file is not 16-bit with 3 channels (found dtype/channels are named), or cannot
-        be decoded.
+    Returns the uint16 (H, W) SYNTHIA class ids. A file that is not 16-bit with 3 channels (the
+    found dtype and channels are named) or cannot be decoded is a :class:`DatasetError`.
     """
-    _require_file(path)
-    raw = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        what = "empty file" if os.path.getsize(path) == 0 else "cannot decode label image (truncated?)"
-        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
+    raw = _decode(path, cv2.IMREAD_UNCHANGED, "cannot decode label image (truncated?)")
     channels = 1 if raw.ndim == 2 else raw.shape[2]
     if raw.dtype != np.uint16 or channels != 3:
         raise DatasetError(
