@@ -7,19 +7,23 @@ pseudo weak labels (Sec. 3.3), and source-only (no rounds). The run resumes from
 ``checkpoints/latest.params``, whose state is ``{"round": r, "phase": "pseudo" | "train", ...}``.
 """
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..config import pseudo_label_settings, source_portion, train_settings
+from ..profiles import field_value
 from ..pseudo_labels import released_per_crop_weak_labels, run_pseudo_label_round
 from ..pseudo_labels.round import RoundFolder, file_digest
 from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
 from .engine import build_trainer, round_learning_rate
+from .hard_classes import select_hard_classes
 from .inputs import SOURCE_WEIGHTS, InputError, source_statistics
 from .network import build_network, evaluate_round, finish
+from .repair import rebuild_pseudo_labels, set_aside_damaged_cache
 from .stage import no_event, train_stage, train_transform, worker_shard
 
 logger = logging.getLogger(__name__)
@@ -31,11 +35,24 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     portion = settings.portion(round_idx)
     out_dir = run.pseudo_dir(round_idx)
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_aside_damaged_cache(out_dir / "probabilities.h5")
     result = run_pseudo_label_round(
         net, data.target_train, RoundFolder(str(out_dir), round_idx), portion=portion, ctx=ctx_list,
         settings=settings, source_stats=stats, checkpoint_digest=file_digest(weights_file), progress=progress)
     run.log("pseudo_labels", round=round_idx, portion=portion, stats=_jsonable(result))
     return result
+
+
+def restore_pseudo_labels(run, config, data, round_idx, stats, progress=True):
+    """Rebuild pseudo-label files of a finished step 1 that were deleted, from the round's cache."""
+    settings = pseudo_label_settings(config)
+    rebuilt = rebuild_pseudo_labels(
+        RoundFolder(str(run.pseudo_dir(round_idx)), round_idx), data.target_train.names,
+        portion=settings.portion(round_idx),
+        class_mean_sizes=stats["class_mean_sizes"] if settings.weak_labels else None, eta=settings.eta,
+        progress=progress)
+    if rebuilt:
+        run.log("pseudo_labels_rebuilt", round=round_idx, files=[str(p) for p in rebuilt])
 
 
 def _jsonable(value):
@@ -52,13 +69,36 @@ def _jsonable(value):
     return value
 
 
+def round_hard_classes(run, config, round_idx):
+    """Round r's hard classes (a ``HardClasses``) for the training crops (released profile), logged;
+    None when off.
+
+    A hand-given ``data.hard_classes_released`` list is used as is in every round; otherwise,
+    with ``data.hard_class_mining_released``, they come from this round's pseudo-label class
+    sizes (``stats.json``, also there when training resumes mid-round).
+    """
+    d = config.data
+    if d.hard_classes_released is not None or not field_value(config, "data.hard_class_mining_released"):
+        return None
+    stats_path = run.pseudo_dir(round_idx) / "stats.json"
+    sizes = json.loads(stats_path.read_text())["argmax_pixels_per_class"]
+    hard = select_hard_classes(sizes, share=d.hard_class_share, number=d.hard_class_number)
+    run.log("hard_classes", round=round_idx, ids=list(hard.ids), priority=list(hard.priority),
+            rarest=list(hard.rarest), prob=d.hard_class_prob)
+    logger.info("round %d: hard-class crops (p %.2f) on classes %s", round_idx, d.hard_class_prob,
+                list(hard.ids))
+    return hard
+
+
 def round_dataset(run, config, data, round_idx):
     """Step 2's training set of round r: seeded source subset + pseudo-labelled target images."""
     r = config.rounds
     portion = source_portion(round_idx, r.source_portion_start, r.source_portion_step, r.source_portion_max)
     indices = source_subset(len(data.source), portion, config.experiment.seed)
-    per_crop = released_per_crop_weak_labels if config.pseudo_label.per_crop_weak_labels_released else None
-    dataset = SelfTrainingSet(data.source, indices, train_transform(config), config.num_classes,
+    per_crop = (released_per_crop_weak_labels
+                if field_value(config, "pseudo_label.per_crop_weak_labels_released") else None)
+    transform = train_transform(config, hard_classes=round_hard_classes(run, config, round_idx))
+    dataset = SelfTrainingSet(data.source, indices, transform, config.num_classes,
                               target=data.target_train, pseudo_dir=run.pseudo_dir(round_idx),
                               with_weak_labels=config.use_pwl, per_crop_weak_labels=per_crop)
     logger.info("round %d: %d source + %d target images", round_idx, len(indices), len(data.target_train))
@@ -99,7 +139,7 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                          f"{SOURCE_WEIGHTS[config.experiment.source]}; train one with --method source-only")
     # Eq. 4 sizes (PWL) and the spatial prior need one pass over the source labels.
     needed = config.use_pwl or config.pseudo_label.spatial_prior
-    stats = source_statistics(run, config, data.source) if needed else None
+    stats = source_statistics(run, config, data.source, progress) if needed else None
     state, pseudo_weights = initial_state(), Path(weights)
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net)
@@ -123,6 +163,8 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                                 kvstore=kvstore)
         if state["epoch"] or state["iteration"]:
             load_checkpoint(run.latest_checkpoint, net, trainer)
+            trainer.set_learning_rate(stage.lr)  # the loaded states hold the lr of the previous start
+        restore_pseudo_labels(run, config, data, r, stats, progress)
         dataset = round_dataset(run, config, data, r)
         state = train_stage(run, net, trainer, dataset, ctx_list, state=state, settings=stage,
                             on_event=on_event, progress=progress, shard=worker_shard(kvstore))
