@@ -3,8 +3,10 @@
 A tiny network is trained for a few seconds on generated source frames, then labels generated
 target frames (another palette, light, noise and camera). The pseudo-labels kept by the
 class-balanced rule must be right more often than the argmax of the same probabilities over all
-pixels. The check itself is shown to fail when the selection is broken (every threshold ~0, so
-every pixel is kept), so it cannot pass by construction.
+pixels. The check itself is shown to fail when the selection is broken: thresholds ~0 (every
+pixel kept), or pixels kept at random in the same number (the ranking by confidence lost). A
+threshold of exactly 0 is not "broken" here: the package counts k_c <= 0 as 1 (CBST's rule), which
+keeps only saturated pixels.
 """
 import mxnet as mx
 import numpy as np
@@ -58,9 +60,8 @@ def _precision(labels, truths):
     return right / selected, selected / sum(int((t != IGNORE).sum()) for t in truths)
 
 
-def assert_selection_beats_argmax(probs, truths, thresholds):
-    """The class-balanced labels are >= 5 points more precise than the argmax of every pixel."""
-    selected = [select_pseudo_labels(p, thresholds) for p in probs]
+def assert_selection_beats_argmax(probs, truths, selected):
+    """Pseudo-labels ``selected`` are >= 5 points more precise than the argmax of every pixel."""
     precision, coverage = _precision(selected, truths)
     argmax_precision, _ = _precision([p.argmax(0).astype(np.uint8) for p in probs], truths)
     assert 0.0 < coverage < 1.0, coverage
@@ -72,10 +73,26 @@ def test_class_balanced_pseudo_labels_are_more_precise_than_argmax(target_predic
     argmax_precision, _ = _precision([p.argmax(0).astype(np.uint8) for p in probs], truths)
     # The network is better than chance on the target but far from perfect: selection has work to do.
     assert 0.3 < argmax_precision < 0.95, argmax_precision
-    assert_selection_beats_argmax(probs, truths, class_balanced_thresholds(probs, PORTION))
+    thresholds = class_balanced_thresholds(probs, PORTION)
+    assert_selection_beats_argmax(probs, truths, [select_pseudo_labels(p, thresholds) for p in probs])
 
 
 def test_the_check_fails_when_selection_keeps_every_pixel(target_predictions):
     probs, truths = target_predictions
+    everything = [select_pseudo_labels(p, np.full(19, 1e-12)) for p in probs]
     with pytest.raises(AssertionError):
-        assert_selection_beats_argmax(probs, truths, np.full(19, 1e-12))
+        assert_selection_beats_argmax(probs, truths, everything)
+
+
+def test_the_check_fails_when_selection_ignores_confidence(target_predictions):
+    probs, truths = target_predictions
+    thresholds = class_balanced_thresholds(probs, PORTION)
+    rng = np.random.default_rng(0)
+    shuffled = []
+    for p in probs:
+        kept = (select_pseudo_labels(p, thresholds) != IGNORE).ravel()
+        label = p.argmax(0).astype(np.uint8)
+        label.ravel()[~rng.permutation(kept)] = IGNORE  # as many pixels, chosen at random
+        shuffled.append(label)
+    with pytest.raises(AssertionError):
+        assert_selection_beats_argmax(probs, truths, shuffled)
