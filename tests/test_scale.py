@@ -1,5 +1,8 @@
 """Scaling step 1 and step 2 out: background loader workers give the batches of the training
 process itself, and MXNet's dropout generator is reseeded per step wherever batches come from."""
+import json
+import threading
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -7,6 +10,13 @@ from test_rounds_datasets import make_set, pseudo_dir  # noqa: F401  (fixture)
 
 from mlsl_gluon.training.datasets import EpochBatches
 from mlsl_gluon.training.loader import BackgroundBatches
+from mlsl_gluon.training.worker_group import (
+    SharedFolderError,
+    WorkerGroup,
+    agree_on_state,
+    shared_folder,
+    worker_folder,
+)
 
 
 def draw(batches):
@@ -38,3 +48,78 @@ def test_a_worker_error_reaches_the_trainer(pseudo_dir):  # noqa: F811
         list(BackgroundBatches(EpochBatches(ds, 2, seed=5, stage=1, epoch=0), num_workers=2))
     with pytest.raises(ValueError, match="num_workers"):
         BackgroundBatches(EpochBatches(ds, 2, seed=5, stage=1, epoch=0), num_workers=-1)
+
+
+class FakeChannel:
+    """Stands for the kvstore of one of several threads: a barrier and rank 0's broadcast value."""
+
+    def __init__(self, rank, barrier, values):
+        self.rank, self._wait, self._values = rank, barrier, values
+
+    def barrier(self):
+        self._wait.wait(timeout=20)
+
+    def broadcast(self, value):
+        if self.rank == 0:
+            self._values["token"] = value
+        self.barrier()
+        return self._values["token"]
+
+
+def join_all(roots, states, timeout=1.0):
+    """Join one WorkerGroup per root in threads; each thread's result or exception."""
+    barrier, values, results = threading.Barrier(len(roots)), {}, [None] * len(roots)
+
+    def work(rank):
+        group = WorkerGroup(rank, len(roots), roots[rank], FakeChannel(rank, barrier, values))
+        try:
+            results[rank] = group.join(states[rank], timeout=timeout)
+        except SharedFolderError as err:
+            results[rank] = err
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(len(roots))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_workers_sharing_the_folder_agree_on_the_state(tmp_path):
+    state = {"stage": 2, "round": 1, "phase": "pseudo", "epoch": 0, "iteration": 0}
+    assert join_all([tmp_path, tmp_path], [state, state]) == [state, state]
+    done_step_one = dict(state, phase="train")  # this worker's checkpoint was written after step 1
+    assert join_all([tmp_path, tmp_path], [state, done_step_one]) == [state, state]
+    assert sorted(p.name for p in (tmp_path / "workers").iterdir()) == ["rank0.json", "rank1.json"]
+
+
+def test_workers_without_a_shared_folder_are_told_what_to_do(tmp_path):
+    state = {"round": 0, "phase": "pseudo"}
+    own = [tmp_path / "host_a", tmp_path / "host_b"]
+    # A marker of rank 1 left in host A's folder by an earlier run must not count.
+    (own[0] / "workers").mkdir(parents=True)
+    (own[0] / "workers" / "rank1.json").write_text(json.dumps({"rank": 1, "host": "x", "token": -1}))
+    results = join_all(own, [state, state], timeout=0.5)
+    assert all(isinstance(r, SharedFolderError) for r in results)
+    assert "files of worker(s) 1" in str(results[0]) and str(own[0] / "workers") in str(results[0])
+    assert "files of worker(s) 0" in str(results[1]) and "share the output folder" in str(results[1])
+
+
+def test_workers_resumed_from_different_steps_are_refused():
+    a = {"round": 1, "phase": "train", "epoch": 0, "iteration": 200}
+    b = {"round": 1, "phase": "train", "epoch": 0, "iteration": 400}
+    with pytest.raises(SharedFolderError, match="copy checkpoints/latest.params"):
+        agree_on_state([a, b])
+    assert agree_on_state([a, a]) == a
+    start = dict(a, iteration=0)
+    with pytest.raises(SharedFolderError):  # both past step 1 but at different places
+        agree_on_state([start, a])
+    assert agree_on_state([start, start]) == start  # nobody needs step 1 again
+
+
+def test_worker_folders_and_their_shared_folder(tmp_path):
+    assert worker_folder(tmp_path, 0) == tmp_path and worker_folder(tmp_path, 2) == tmp_path / "worker2"
+    for rank in (0, 3):
+        assert shared_folder(worker_folder(tmp_path, rank), rank) == tmp_path
+    with pytest.raises(ValueError, match="channel"):
+        WorkerGroup(0, 2, tmp_path)
