@@ -2,6 +2,7 @@
 process itself, and MXNet's dropout generator is reseeded per step wherever batches come from."""
 import json
 import threading
+import time
 
 import mxnet as mx
 import numpy as np
@@ -123,3 +124,28 @@ def test_worker_folders_and_their_shared_folder(tmp_path):
         assert shared_folder(worker_folder(tmp_path, rank), rank) == tmp_path
     with pytest.raises(ValueError, match="channel"):
         WorkerGroup(0, 2, tmp_path)
+
+
+def test_map_reduce_reduces_once_and_every_worker_reads_the_result(tmp_path):
+    barrier, values, results, reduced = threading.Barrier(2), {}, [None, None], []
+
+    def work(rank):
+        group = WorkerGroup(rank, 2, tmp_path, FakeChannel(rank, barrier, values))
+
+        def shard():
+            time.sleep(0.2 * (1 - rank))  # rank 0 finishes last: nobody may reduce before it
+            (tmp_path / f"part{rank}").write_text(str(10 + rank))
+
+        def combine():
+            reduced.append(rank)
+            total = sum(int((tmp_path / f"part{r}").read_text()) for r in range(2))
+            (tmp_path / "stats.json").write_text(json.dumps({"total": total}))
+
+        results[rank] = group.map_reduce(shard, combine, tmp_path / "stats.json", timeout=2)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert reduced == [0] and results == [{"total": 21}, {"total": 21}]

@@ -207,6 +207,20 @@ class WorkerGroup:
                 return markers
             time.sleep(0.5)
 
+    def map_reduce(self, work, reduce, result_file, timeout=VISIBILITY_TIMEOUT):
+        """``work()`` on every worker, then ``reduce()`` on rank 0 alone; every worker returns
+        the JSON ``reduce`` wrote to ``result_file``.
+
+        For step 1: ``work`` labels this worker's shard into the shared folder, ``reduce``
+        combines every shard's thresholds and writes the labels and ``stats.json``.
+        """
+        work()
+        self.barrier()  # every shard finished (and closed its files)
+        if self.rank == 0:
+            reduce()
+        self.barrier()  # the result is written
+        return json.loads(self.wait_for_file(result_file, timeout).read_text())
+
     def wait_for_file(self, path, timeout=VISIBILITY_TIMEOUT):
         """Wait until ``path``, written by another worker before a barrier, is visible here."""
         deadline = time.monotonic() + timeout
