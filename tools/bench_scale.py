@@ -42,10 +42,71 @@ PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = PROJECT.parent / "shared" / "data" / "real_samples" / "gta5"
 sys.path.insert(0, str(PROJECT / "tools"))
 from bench_data import replicate_frame  # noqa: E402
+from reproduce import SMOKE_SIZES, write_random_ademxapp_weights  # noqa: E402
+
+#: Step 1 of the benchmark's tiny run: 8 target frames of 256x512, SISC with 8 patches of 128
+#: at width 1/8, so that inference (what the workers share) dominates the fixed costs.
+PSEUDO_DATA = {"n_source": 4, "n_target_train": 8, "n_target_val": 1, "size": (256, 512)}
+PSEUDO_SETS = SMOKE_SIZES + ["rounds.num_rounds=1", "model.width=0.125", "pseudo_label.K=8",
+                             "pseudo_label.patch_size=128", "pseudo_label.longer_side=512"]
 
 
 def median(values):
     return statistics.median(values)
+
+
+def step_one_seconds(folder):
+    """Wall time of round 0's step 1 as the worker with run folder ``folder`` logged it."""
+    for line in (folder / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("event") == "pseudo_labels" and record.get("round") == 0:
+            return record["seconds"]
+    raise RuntimeError(f"{folder}/metrics.jsonl has no pseudo_labels record of round 0")
+
+
+def labels_of(pseudo_dir):
+    """{relative path: bytes} of every label PNG, and the weak labels, of one round folder."""
+    labels = {str(p.relative_to(pseudo_dir)): p.read_bytes() for p in (pseudo_dir / "labels").rglob("*.png")}
+    return labels, json.loads((pseudo_dir / "weak_labels.json").read_text())
+
+
+def bench_pseudo_pass(runs, tmp):
+    """Step-1 seconds inside `train` with 1 and 2 dist_sync workers (1 thread each), and whether
+    the two runs wrote identical pseudo-labels and weak labels."""
+    from mlsl_gluon.demo.synthetic import generate_demo_data
+    from mlsl_gluon.training.distributed import run_local_cluster
+
+    data = tmp / "pseudo_data"
+    generate_demo_data(data, seed=0, source_format="synthia", **PSEUDO_DATA)
+    weights = write_random_ademxapp_weights(tmp / "source.params", 16, 0.125, seed=1, with_head=True)
+    seconds, outputs = {1: [], 2: []}, {}
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT),
+                                                                               os.environ.get("PYTHONPATH")]))}
+    for run in range(runs):
+        for workers in seconds:
+            out = tmp / f"pseudo_{workers}w_{run}"
+            argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()", "train",
+                    "--source", "synthia", "--method", "sisc-pwl", "--data-root", str(data),
+                    "--weights", str(weights), "--out", str(out), "--kvstore", "dist_sync", "--no-progress"]
+            argv += [a for item in PSEUDO_SETS for a in ("--set", item)]
+            logs = tmp / f"logs_{workers}w_{run}"
+            logs.mkdir()
+            run_local_cluster(argv, workers, timeout=900, env=env, log_dir=str(logs))
+            # The workers leave step 1 together (its last barrier): the slowest one's time.
+            folders = [out] + [out / f"worker{r}" for r in range(1, workers)]
+            seconds[workers].append(max(step_one_seconds(f) for f in folders))
+            outputs[workers] = labels_of(out / "round_00" / "pseudo")
+            print(f"step 1, {workers} worker(s), run {run + 1}/{runs}: {seconds[workers][-1]:.2f} s",
+                  flush=True)
+    identical = outputs[1] == outputs[2]
+    ratio = median(seconds[2]) / median(seconds[1])
+    print(f"step 1 of {PSEUDO_DATA['n_target_train']} target frames {PSEUDO_DATA['size']}: 1 worker "
+          f"{median(seconds[1]):.2f} s, 2 workers {median(seconds[2]):.2f} s, ratio {ratio:.3f} "
+          f"(goal <= 0.6); "
+          f"pseudo-labels and weak labels identical: {identical}", flush=True)
+    return {"pseudo_pass_ratio_2_workers": round(ratio, 3),
+            "pseudo_pass_s": {str(w): round(median(v), 3) for w, v in seconds.items()},
+            "pseudo_labels_identical": identical}
 
 
 def bench_predict(runs, width=0.25, size=(256, 512)):
@@ -111,8 +172,6 @@ def main(argv=None):
     result = {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(),
               "runs": args.runs, "load_average_before": [round(v, 2) for v in os.getloadavg()]}
 
-    if "pseudo" not in args.skip:
-        pass
 
     if "predict" not in args.skip:
         times = bench_predict(args.runs)
@@ -125,10 +184,13 @@ def main(argv=None):
         print(f"predict / forward: {result['predict_over_forward']:.3f} (goal <= 0.8)", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        tmp = Path(tmp)
+        if "pseudo" not in args.skip:
+            result.update(bench_pseudo_pass(args.runs, tmp))
         if {"loader", "train"} - set(args.skip):
             if not (args.sample_root / "images" / "00005.png").is_file():
                 raise SystemExit(f"GTA5 sample frame not found under {args.sample_root}")
-            root = replicate_frame(args.sample_root, Path(tmp) / "gta5", args.frames)
+            root = replicate_frame(args.sample_root, tmp / "gta5", args.frames)
         if "loader" not in args.skip:
             dataset = gta5_training_set(root, args.frames)
             speeds = {0: [], 2: []}
