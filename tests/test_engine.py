@@ -103,17 +103,35 @@ def test_round_learning_rate_divides_by_sqrt2_per_round():
         round_learning_rate(1e-4, -1)
 
 
+# The parameters of MLSLNet(num_classes=5) that train at lr x2 without weight decay, written out
+# from the architecture (ResNet-38 in ademxapp's names, SPEC section 5): the beta of every BN
+# (two per residual block, three in res6a/res7a, and bn7) and the biases of the DeepLab head
+# and of the PWL classifier. Everything else trainable (49 conv/dense weights, 37 BN gammas)
+# trains at lr x1 with weight decay.
+_TWO_BN_BLOCKS = ("res2a", "res2b1", "res2b2", "res3a", "res3b1", "res3b2", "res4a", "res4b1", "res4b2",
+                  "res4b3", "res4b4", "res4b5", "res5a", "res5b1", "res5b2")
+MLSLNET_DOUBLE_LR = (
+    [f"trunk_{block}_bn_branch{branch}_beta" for block in _TWO_BN_BLOCKS for branch in ("2a", "2b1")]
+    + [f"trunk_{block}_bn_branch{branch}_beta"
+       for block in ("res6a", "res7a") for branch in ("2a", "2b1", "2b2")]
+    + ["trunk_bn7_beta", "seg_conv6a_bias", "seg_linear5_bias",
+       "cls_conv1_bias", "cls_conv2_bias", "cls_fc1_bias", "cls_fc2_bias"]
+)
+#: The same for NoDropoutNet: its BN's beta, three conv biases and the dense bias.
+STAND_IN_DOUBLE_LR = {"batchnorm0_beta", "conv0_bias", "conv1_bias", "conv2_bias", "dense0_bias"}
+
+
 def test_parameter_groups_on_mlslnet():
     ctx = [mx.cpu()]
     net = mlsl_net(ctx)
     trainer = build_trainer(net, ctx, lr=1e-3)
-    names = [p.name for p in trainer._params]
+    names = [short(p.name) for p in trainer._params]
     assert not any("running_" in n for n in names), "BN running statistics must not be trained"
-    assert any(n.endswith("_beta") for n in names) and any(n.endswith("_gamma") for n in names)
-    assert any(n.endswith("_bias") for n in names)
+    assert len(MLSLNET_DOUBLE_LR) == 43 and set(MLSLNET_DOUBLE_LR) <= set(names)
+    assert len(names) == 43 + 49 + 37
     for index, param in enumerate(trainer._params):
-        double = param.name.endswith(("_bias", "_beta"))
-        assert is_double_lr_parameter(param.name) == double
+        double = short(param.name) in MLSLNET_DOUBLE_LR
+        assert is_double_lr_parameter(param.name) == double, param.name
         assert param.lr_mult == (2.0 if double else 1.0), param.name
         assert param.wd_mult == (0.0 if double else 1.0), param.name
         # The same multipliers by index, which survive pickling to a parameter server.
@@ -122,6 +140,29 @@ def test_parameter_groups_on_mlslnet():
     assert num_workers(trainer) == 1
     set_learning_rate(trainer, 5e-4)
     assert trainer.learning_rate == 5e-4
+
+
+def test_sgd_step_on_mlslnet_applies_double_lr_and_no_wd_to_the_listed_parameters():
+    """One plain SGD step (no momentum) on a known gradient: w - lr * m * (g + d * wd * w), with
+    (m, d) = (2, 0) for the listed parameters and (1, 1) for every other one."""
+    ctx = [mx.cpu()]
+    net = mlsl_net(ctx)
+    lr, wd = 0.01, 0.1
+    trainer = build_trainer(net, ctx, lr=lr, momentum=0.0, wd=wd)
+    rng = np.random.RandomState(3)
+    grads = {p.name: rng.randn(*p.shape).astype(np.float32) for p in trainer._params}
+    before = {p.name: p.data().asnumpy().copy() for p in trainer._params}
+    with autograd.record():
+        # d/dw sum(w * g) = g: backward leaves exactly the chosen gradient on every parameter.
+        loss = mx.nd.add_n(*[(p.data() * mx.nd.array(grads[p.name])).sum() for p in trainer._params])
+    loss.backward()
+    trainer.step(1)
+    for param in trainer._params:
+        double = short(param.name) in MLSLNET_DOUBLE_LR
+        mult, decay = (2.0, 0.0) if double else (1.0, wd)
+        w = before[param.name]
+        expected = w - lr * mult * (grads[param.name] + decay * w)
+        np.testing.assert_allclose(param.data().asnumpy(), expected, rtol=1e-5, atol=1e-7, err_msg=param.name)
 
 
 def test_first_update_follows_sgd_with_lr_and_wd_groups():
@@ -142,8 +183,9 @@ def test_first_update_follows_sgd_with_lr_and_wd_groups():
     stats = train_epoch(net, trainer, [(images, label8, weak)], ctx, use_cls=True, progress=False)
     assert stats["total"] == pytest.approx(loss.asscalar(), rel=1e-5)
     after = params_numpy(net)
+    assert STAND_IN_DOUBLE_LR <= grads.keys()
     for name, grad in grads.items():
-        double = name.endswith(("_bias", "_beta"))
+        double = name in STAND_IN_DOUBLE_LR
         step = lr * (2.0 if double else 1.0) * (grad + (0.0 if double else wd) * before[name])
         np.testing.assert_allclose(after[name], before[name] - step, rtol=1e-4, atol=1e-7, err_msg=name)
     for frozen in (net.bn.running_mean, net.bn.running_var):

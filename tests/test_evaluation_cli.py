@@ -12,6 +12,7 @@ from mlsl_gluon.cli.common import parse_ctx, parse_scales
 from mlsl_gluon.data import Cityscapes
 from mlsl_gluon.data.classes import CITYSCAPES_19_NAMES
 from mlsl_gluon.evaluation import ConfusionMatrix, evaluate, read_evaluation
+from mlsl_gluon.model import export_symbol, save_ademxapp_params
 from mlsl_gluon.training.checkpoint import save_checkpoint
 
 
@@ -47,7 +48,15 @@ def setup(tmp_path_factory):
     }
     save_checkpoint(tmp / "latest.params", pwl, None, {"round": 1})
     files["checkpoint"] = tmp / "latest.params"
+    files["mlsl"] = save_ademxapp_params(pwl, tmp / "gta_mlsl_pwl.params")
+    files["symbol"] = export_symbol(pwl, tmp / "exported", input_shape=(1, 3, 16, 16))[1]
     return tmp, net, pwl, files
+
+
+# The format each file of `setup` is reported as, and whether it holds `net` or `pwl`.
+EXPECTED_FORMAT = {"gluon": ("gluon", "net"), "ademxapp": ("ademxapp-cbst", "net"),
+                   "pwl": ("gluon", "pwl"), "checkpoint": ("checkpoint", "pwl"),
+                   "mlsl": ("ademxapp-mlsl", "pwl"), "symbol": ("symbol", "pwl")}
 
 
 def _run(args):
@@ -61,15 +70,17 @@ def test_evaluate_command_matches_library_for_every_weight_format(setup):
     direct = evaluate(net, dataset, mx.cpu(), flip=True, progress=False)
     direct_pwl = evaluate(pwl, dataset, mx.cpu(), flip=True, progress=False)
     assert direct != direct_pwl and direct.matrix.sum() == direct_pwl.matrix.sum()
+    assert set(files) == set(EXPECTED_FORMAT)
     for fmt, path in files.items():
         out = tmp / f"eval_{fmt}"
         result = _run(["evaluate", "--weights", str(path), "--data-root", str(tmp / "cs"),
                        "--out", str(out)])
         assert result.exit_code == 0, result.output
         matrix = ConfusionMatrix.load(out / "confusion_matrix.json")
-        assert matrix == (direct if fmt in ("gluon", "ademxapp") else direct_pwl), fmt
+        reported, holds = EXPECTED_FORMAT[fmt]
+        assert matrix == (direct if holds == "net" else direct_pwl), fmt
         record = read_evaluation(out)
-        assert record["metadata"]["weights_format"] == fmt.replace("pwl", "gluon")
+        assert record["metadata"]["weights_format"] == reported
         assert record["metadata"]["width"] == pytest.approx(1 / 16)
         assert record["pixels"] == int(matrix.matrix.sum()) > 0
         assert "mIoU" in result.output and "road" in result.output

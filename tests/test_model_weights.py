@@ -122,9 +122,10 @@ def test_cbst_file_lands_in_the_right_layers(tmp_path):
     np.testing.assert_array_equal(copies[1].asnumpy(), values["arg:res7a_branch1_weight"])
     for k, v in cls_before.items():  # not in ademxapp files: untouched
         np.testing.assert_array_equal(_value(net, k), v)
-    # every ademxapp array maps to a distinct parameter
+    # every ademxapp key maps to a distinct parameter; the file's 195 are the trunk and head
     mapping = ademxapp_param_map(net)
-    assert len({id(p) for p in mapping.values()}) == len(values)
+    assert len({id(p) for p in mapping.values()}) == len(mapping) == len(values) + 8
+    assert set(values) < set(mapping)
 
 
 def test_imagenet_file_needs_allow_missing_and_skips_its_classifier(tmp_path, caplog):
@@ -272,7 +273,7 @@ def test_convert_tool_writes_a_loadable_checkpoint(tmp_path):
     main = _convert_tool()
     result = CliRunner().invoke(main, [str(src), str(dst), "--width", str(WIDTH)])
     assert result.exit_code == 0, result.output
-    assert "match MLSLNet(num_classes=16" in result.output
+    assert "(ademxapp-cbst): matches MLSLNet(num_classes=16" in result.output
     net = MLSLNet(num_classes=16, width=WIDTH, with_classifier=False)
     load_weights(net, dst)
     np.testing.assert_array_equal(_value(net, "seg_head.linear.bias"), values["arg:linear16_bias"])

@@ -48,10 +48,43 @@ def test_released_per_crop_known_answer():
     assert released_per_crop_weak_labels(batch, 19)[1].tolist() == [0, 0, 1] + [0] * 16
 
 
-def test_released_prior_tables():
-    assert RELEASED_CLASS_PRIOR_19.shape == (19,)
-    p16 = released_class_prior(16)
-    # SYNTHIA order drops terrain (9), truck (14), train (16).
-    assert p16.tolist() == np.delete(RELEASED_CLASS_PRIOR_19, [9, 14, 16]).tolist()
+# SPEC section 4, "Released-code variant": the released code's fixed prior f, road..bicycle.
+SPEC_PRIOR_19 = [0.3232, 0.085, 0.1693, 0.0193, 0.0075, 0.0107, 0.0018, 0.0013, 0.0765, 0.0220, 0.1364,
+                 0.0039, 0.0023, 0.0274, 0.0169, 0.0181, 0.0143, 0.0019, 0.0031]
+# The same without terrain (0.0220), truck (0.0169) and train (0.0143): SYNTHIA's 16 classes.
+SPEC_PRIOR_16 = [0.3232, 0.085, 0.1693, 0.0193, 0.0075, 0.0107, 0.0018, 0.0013, 0.0765, 0.1364, 0.0039,
+                 0.0023, 0.0274, 0.0181, 0.0019, 0.0031]
+
+
+def test_released_prior_tables_are_specs_values():
+    assert RELEASED_CLASS_PRIOR_19.tolist() == SPEC_PRIOR_19
+    assert released_class_prior(19).tolist() == SPEC_PRIOR_19
+    assert released_class_prior(16).tolist() == SPEC_PRIOR_16
     with pytest.raises(ValueError):
         released_class_prior(7)
+
+
+def test_released_per_crop_at_factor_0_0225_on_a_504_crop():
+    # A 504 crop has a 63 x 63 = 3969-cell stride-8 grid: class c needs at least
+    # 0.0225 * 3969 * f_c = 89.3025 * f_c cells, i.e. road 28.86 -> 29, building 15.12 -> 16,
+    # vegetation 6.83 -> 7, sky 12.18 -> 13, car 2.45 -> 3, person 0.35 -> 1.
+    counts = [{0: 29, 2: 15, 8: 7, 13: 2, 11: 1},   # road, vegetation, person present
+              {0: 28, 2: 16, 10: 12, 13: 3}]       # building, car present
+    crops = np.full((2, 63, 63), 255, dtype=np.float32)
+    for crop, classes in zip(crops, counts):
+        flat = crop.reshape(-1)
+        start = 0
+        for c, n in classes.items():
+            flat[start:start + n] = c
+            start += n
+    out = released_per_crop_weak_labels(crops, 19)
+    assert out.shape == (2, 19)
+    assert np.flatnonzero(out[0]).tolist() == [0, 8, 11]
+    assert np.flatnonzero(out[1]).tolist() == [2, 13]
+    # One cell more makes the classes just below their threshold present.
+    crops[0].reshape(-1)[-1] = 2  # building 16
+    crops[1].reshape(-1)[-1] = 10  # sky 13
+    crops[1].reshape(-1)[-2] = 0  # road 29
+    out = released_per_crop_weak_labels(crops, 19)
+    assert np.flatnonzero(out[0]).tolist() == [0, 2, 8, 11]
+    assert np.flatnonzero(out[1]).tolist() == [0, 2, 10, 13]

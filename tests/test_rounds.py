@@ -3,6 +3,7 @@ resume after a failure at every stage gives the parameters of an uninterrupted r
 the run keeping the last good checkpoint; a changed config is refused."""
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,14 +39,10 @@ class Boom(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rounds")
-    from mlsl_gluon.demo.synthetic import generate_demo_data
-
-    generate_demo_data(root / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
-    weights = reproduce.write_random_ademxapp_weights(root / "synthia_rna-a1_cls16_s8_ep-0000.params", 16,
-                                                      0.0625, seed=1, with_head=True)
-    return root, root / "data", weights
+def inputs(tmp_path_factory, smoke_synthia):
+    """``(folder for this module's runs, data root, weights)``."""
+    data, weights = smoke_synthia
+    return tmp_path_factory.mktemp("rounds"), data, weights
 
 
 def config(method="sisc-pwl", extra=()):
@@ -68,10 +65,24 @@ def events(run_dir, event):
 
 @pytest.fixture(scope="module")
 def reference(inputs):
+    """The uninterrupted run: its folder, its summary, and every learning rate the SGD optimiser
+    applied, as ``(optimiser, update number, parameter name, lr)`` (read where SGD computes its
+    per-parameter rates from the base rate and the parameter's multiplier)."""
     root, data, weights = inputs
     out = root / "reference"
-    summary = run_experiment(config(), data, weights, out, CTX, progress=False)
-    return out, summary
+    applied = []
+    real_get_lrs = mx.optimizer.SGD._get_lrs
+
+    def spy(optimizer, indices):
+        lrs = real_get_lrs(optimizer, indices)
+        applied.extend((optimizer, optimizer.num_update, optimizer.param_dict[i].name, lr)
+                       for i, lr in zip(indices, lrs))
+        return lrs
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mx.optimizer.SGD, "_get_lrs", spy)
+        summary = run_experiment(config(), data, weights, out, CTX, progress=False)
+    return out, summary, applied
 
 
 def run_with_fault(inputs, name, fault, method="sisc-pwl"):
@@ -86,7 +97,7 @@ def run_with_fault(inputs, name, fault, method="sisc-pwl"):
 
 
 def test_uninterrupted_run_folder(reference):
-    out, summary = reference
+    out, summary, _ = reference
     assert (out / "DONE").is_file() and (out / "config.yaml").is_file()
     provenance = json.loads((out / "run.json").read_text())[0]
     assert provenance["version"] and provenance["git_hash"]
@@ -97,12 +108,25 @@ def test_uninterrupted_run_folder(reference):
     assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]
     assert [e["portion"] for e in events(out, "pseudo_labels")] == [0.15, 0.2]
     assert [(e["round"], e["epoch"], e["iterations"]) for e in events(out, "epoch")] == [(0, 0, 6), (1, 0, 7)]
-    lrs = [e["lr"] for e in events(out, "epoch")]
-    assert lrs[0] == pytest.approx(1e-4) and lrs[1] == pytest.approx(1e-4 / 2 ** 0.5)
     evals = events(out, "eval")
     assert [e["round"] for e in evals] == [0, 1] and len(evals[0]["iou"]) == 16
     assert summary["miou"] == evals[-1]["miou"] and summary["miou13"] is not None
     assert json.loads((out / "iou.json").read_text())["miou"] == summary["miou"]
+
+
+def test_optimiser_applies_the_round_learning_rate(reference):
+    """Round r updates with 1e-4 / sqrt(2)^r (weights; biases at twice that) at every iteration."""
+    applied = reference[2]
+    optimisers = list(dict.fromkeys(opt for opt, *_ in applied))
+    assert len(optimisers) == 2  # a new optimiser per round
+    for opt, expected, iterations in zip(optimisers, (1e-4, 1e-4 / math.sqrt(2)), (6, 7)):
+        mine = [(n, name, lr) for o, n, name, lr in applied if o is opt]
+        assert {n for n, _, _ in mine} == set(range(1, iterations + 1))
+        weights = [lr for _, name, lr in mine if name.endswith("_weight")]
+        biases = [lr for _, name, lr in mine if name.endswith("_bias")]
+        assert weights and biases
+        assert weights == pytest.approx([expected] * len(weights), rel=1e-12)
+        assert biases == pytest.approx([2 * expected] * len(biases), rel=1e-12)
 
 
 def test_resume_mid_epoch(inputs, reference):

@@ -8,7 +8,6 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from mlsl_gluon.demo.synthetic import generate_demo_data
 from mlsl_gluon.training.distributed import run_local_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,13 +17,11 @@ _spec.loader.exec_module(reproduce)
 
 
 @pytest.mark.slow
-def test_two_workers_end_with_identical_parameters(tmp_path):
-    generate_demo_data(tmp_path / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
-    weights = reproduce.write_random_ademxapp_weights(tmp_path / "w.params", 16, 0.0625, seed=1,
-                                                      with_head=True)
+def test_two_workers_end_with_identical_parameters(tmp_path, smoke_synthia):
+    data, weights = smoke_synthia
     out = tmp_path / "dist"
     argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()", "train", "--source", "synthia",
-            "--method", "sisc", "--data-root", str(tmp_path / "data"), "--weights", str(weights),
+            "--method", "sisc", "--data-root", str(data), "--weights", str(weights),
             "--out", str(out), "--kvstore", "dist_sync", "--no-progress"]
     argv += [a for s in reproduce.SMOKE_SIZES + ["rounds.num_rounds=1"] for a in ("--set", s)]
     (tmp_path / "logs").mkdir()

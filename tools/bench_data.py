@@ -92,12 +92,13 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         dataset = GTA5(replicate_frame(args.sample_root, Path(tmp) / "gta5", args.frames))
-        transform = TrainTransform(crop_size=args.crop_size, seed=0)
+        transform = TrainTransform(crop_size=args.crop_size)
         wall_ms, cpu_ms = breakdown(dataset, transform, min(10, args.frames))
         print(f"single process, per frame (median of {min(10, args.frames)}): read {wall_ms['read']:.1f} ms "
               f"(CPU {cpu_ms['read']:.1f} ms), TrainTransform {wall_ms['transform']:.1f} ms "
               f"(CPU {cpu_ms['transform']:.1f} ms)")
-        transformed = dataset.transform(transform)
+        # One generator per item, as the training set does: the crops do not depend on the worker.
+        transformed = dataset.transform(lambda image, label: transform(image, label, np.random.default_rng()))
         results = {workers: [] for workers in args.workers}
         load_before = os.getloadavg()[0]
         # Configurations alternate within each run so that a change in machine load (shared

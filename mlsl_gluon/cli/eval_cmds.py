@@ -17,8 +17,9 @@ from .common import (
 logger = logging.getLogger(__name__)
 
 _WEIGHTS_OPTION_HELP = ("Weight file: an ademxapp/CBST .params file (e.g. "
-                        "gta_rna-a1_cls19_s8_ep-0000.params), a checkpoint from `mlsl-gluon train`, "
-                        "or a save_weights file. The format is detected from its keys.")
+                        "gta_rna-a1_cls19_s8_ep-0000.params), an MLSL-PWL file of the authors' code, "
+                        "a checkpoint or final.params from `mlsl-gluon train`, or the params of "
+                        "`mlsl-gluon export --format symbol`. The format is detected from its keys.")
 
 
 def _ctx_option(function, help_text="Devices: 'cpu', 'gpu:0' or 'gpu:0,1' (images spread over them)."):

@@ -6,8 +6,6 @@ p = 0.5, normalisation, and the label subsampled at stride 8 from offset 4 (63 x
 which is the grid the stride-8 logits are compared with. Scale, crop and flip are one affine warp,
 so only the S x S output is ever interpolated, never the rescaled full frame.
 """
-import os
-
 import cv2
 import numpy as np
 
@@ -82,19 +80,15 @@ class TrainTransform:
         Released-code option, see ``hard_class`` (0.8 in the released command).
     return_full_label : bool
         Also return the full-resolution (S, S) uint8 crop label.
-    seed : int, optional
-        Seed of the generator used when the caller passes no ``rng``. In a worker process a
-        different stream (derived from the seed and the process id) is used so that workers do
-        not repeat each other; pass ``rng`` for runs that are reproducible with workers.
 
-    Returns (when called)
-    ---------------------
+    Returns (when called with ``image, label, rng``)
+    -----------------------------------------------
     ``(image float32 (3, S, S), label8 float32 (S/8, S/8))`` and, with ``return_full_label``,
     the uint8 (S, S) label as a third element. 255 marks ignored / padded pixels.
     """
 
     def __init__(self, crop_size=504, scale_range=(0.7, 1.3), flip=True, mean=MEAN, std=STD,
-                 hard_class=None, hard_class_prob=0.8, return_full_label=False, seed=None):
+                 hard_class=None, hard_class_prob=0.8, return_full_label=False):
         if crop_size <= 0 or crop_size % LABEL_STRIDE:
             raise ValueError(f"crop_size must be a positive multiple of {LABEL_STRIDE}, got {crop_size}")
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -111,21 +105,6 @@ class TrainTransform:
             self.hard_class = tuple(int(c) for c in np.atleast_1d(hard_class))
         self.hard_class_prob = float(hard_class_prob)
         self.return_full_label = return_full_label
-        self.seed = seed
-        self._owner_pid = os.getpid()
-        self._rng, self._rng_pid = None, None
-
-    def _internal_rng(self):
-        pid = os.getpid()
-        if self._rng_pid != pid:
-            if self.seed is None:
-                self._rng = np.random.default_rng()
-            elif pid == self._owner_pid:
-                self._rng = np.random.default_rng(self.seed)
-            else:
-                self._rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(pid,)))
-            self._rng_pid = pid
-        return self._rng
 
     def _hard_class_centre(self, label, rng):
         """(row, col) of a random pixel of a hard class in the native label, or None."""
@@ -136,13 +115,16 @@ class TrainTransform:
             return None
         return np.unravel_index(hits[rng.integers(hits.size)], label.shape)
 
-    def __call__(self, image, label, rng=None):
-        """Transform one (image uint8 (H, W, 3) RGB, label uint8 (H, W)) pair; see the class doc."""
+    def __call__(self, image, label, rng):
+        """Transform one (image uint8 (H, W, 3) RGB, label uint8 (H, W)) pair; see the class doc.
+
+        ``rng`` (a ``numpy.random.Generator``) draws scale, crop and flip: the training set
+        passes one per item, so an item's crop does not depend on which process loads it.
+        """
         if label is None:
             raise ValueError("TrainTransform needs a label map (got None)")
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image.shape[:2]} and label {label.shape} sizes differ")
-        rng = self._internal_rng() if rng is None else rng
         size = self.crop_size
         height, width = label.shape
         scale = rng.uniform(*self.scale_range)

@@ -10,23 +10,44 @@ from .export import export_onnx, export_symbol
 from .heads import CLS_HEAD_VARIANTS, ClassificationBranch, SegmentationHead
 from .mlsl_net import MLSLNet, default_initializer, init_params
 from .resnet38 import BN_EPS, OUTPUT_STRIDE, ResNet38, scaled_channels
-from .weights import ademxapp_param_map, load_ademxapp_params, load_weights, save_weights
+from .weight_files import (
+    FORMATS,
+    WeightsError,
+    WeightsInfo,
+    build_network_from_weights,
+    inspect_weights,
+    load_network_weights,
+)
+from .weights import (
+    ademxapp_param_map,
+    load_ademxapp_params,
+    load_weights,
+    save_ademxapp_params,
+    save_weights,
+)
 
 __all__ = [
     "BN_EPS",
+    "FORMATS",
     "CLS_HEAD_VARIANTS",
     "OUTPUT_STRIDE",
     "ClassificationBranch",
     "MLSLNet",
     "ResNet38",
     "SegmentationHead",
+    "WeightsError",
+    "WeightsInfo",
     "ademxapp_param_map",
+    "build_network_from_weights",
     "default_initializer",
     "export_onnx",
     "export_symbol",
     "init_params",
+    "inspect_weights",
     "load_ademxapp_params",
+    "load_network_weights",
     "load_weights",
+    "save_ademxapp_params",
     "save_weights",
     "scaled_channels",
 ]

@@ -56,12 +56,21 @@ class MLSLNet(HybridBlock):
                                                        width, variant=cls_head, prefix="cls_")
 
     def ademxapp_layers(self):
-        """Yield ``(ademxapp layer name, block)`` for the trunk and the segmentation head.
+        """Yield ``(ademxapp layer name, block)`` for the trunk, the segmentation head and, when
+        built, the classification branch under the names of the authors' MLSL-PWL files.
 
-        The classification branch has no counterpart in ademxapp/CBST files.
+        The branch names are those of the MLSL release (commit 94ac810), util1/symbol/resnet_v2.py:
+        ``fcrna_model_a1_1`` (L444-453) builds ``fcn_top_1`` (L369-411) with the 1x1 conv
+        ``conv61a`` (L396, conv_stage_v1: conv + bias), the 3x3 conv ``logistic<C>`` (L403) and
+        ``rn_top_1`` (L362-366) with the FCs ``bCls0`` (512) and ``bCls1`` (C).
         """
         yield from self.trunk.ademxapp_layers()
         yield from self.seg_head.ademxapp_layers()
+        if self.cls_branch is not None:
+            yield "conv61a", self.cls_branch.conv1
+            yield "logistic{}".format(self.num_classes), self.cls_branch.conv2
+            yield "bCls0", self.cls_branch.fc1
+            yield "bCls1", self.cls_branch.fc2
 
     def hybrid_forward(self, F, x):
         feat = self.trunk(x)

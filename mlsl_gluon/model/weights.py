@@ -1,28 +1,34 @@
-"""Weight files: ademxapp/CBST ``.params`` files and our own checkpoints.
+"""Weight files: ademxapp/CBST/MLSL ``.params`` files and our own Gluon weights.
 
 ademxapp/CBST files are ``mx.nd.save`` dicts with keys ``arg:<name>`` (conv weights/biases,
 BN gamma/beta) and ``aux:<name>`` (BN moving mean/var) under ademxapp layer names
-(``conv1a_weight``, ``bn2a_branch2a_gamma``, ``aux:bn7_moving_var``, ``linear19_bias``, ...).
+(``conv1a_weight``, ``bn2a_branch2a_gamma``, ``aux:bn7_moving_var``, ``linear19_bias``, ...):
+195 keys for a segmentation model. The authors' MLSL-PWL files add the classification branch
+under the MLSL release's names (8 keys: ``conv61a``, ``logistic<C>``, ``bCls0``, ``bCls1``
+weights and biases; see :meth:`MLSLNet.ademxapp_layers`), 203 in all.
 Our own files are Gluon ``save_parameters`` files (structured names, e.g.
 ``trunk.res2a.res_branch2a.weight``), written atomically.
 
 Every loader validates the whole file against the network before assigning anything, so a
-bad file raises one error that lists every problem and leaves the network unchanged.
+bad file raises one error that lists every problem and leaves the network unchanged. Which
+format a file is in, and the one loader the commands use, are in :mod:`.weight_files`.
 """
 import logging
-import os
 import re
 from pathlib import Path
 
 import mxnet as mx
 from mxnet.gluon import nn
 
+from ..io import atomic_write_file
 from .mlsl_net import default_initializer
 
 logger = logging.getLogger(__name__)
 
 # The ImageNet model's 1000-way classifier on pool7: no counterpart in the segmentation net.
 IMAGENET_CLASSIFIER = re.compile(r"^arg:linear1000_(weight|bias)$")
+# The classification branch of the authors' MLSL-PWL files (MLSLNet.ademxapp_layers).
+RELEASED_BRANCH = re.compile(r"^arg:(conv61a|logistic\d+|bCls0|bCls1)_(weight|bias)$")
 _MAX_LISTED = 20
 
 
@@ -32,7 +38,8 @@ def ademxapp_param_map(net):
     Parameters
     ----------
     net : MLSLNet or ResNet38
-        Any block with an ``ademxapp_layers()`` method yielding (layer name, Conv2D/BatchNorm).
+        Any block with an ``ademxapp_layers()`` method yielding (layer name, Conv2D / Dense /
+        BatchNorm).
 
     Returns
     -------
@@ -47,12 +54,12 @@ def ademxapp_param_map(net):
             mapping["arg:{}_beta".format(name)] = block.beta
             mapping["aux:{}_moving_mean".format(name)] = block.running_mean
             mapping["aux:{}_moving_var".format(name)] = block.running_var
-        elif isinstance(block, nn.Conv2D):
+        elif isinstance(block, (nn.Conv2D, nn.Dense)):
             mapping["arg:{}_weight".format(name)] = block.weight
             if block.bias is not None:
                 mapping["arg:{}_bias".format(name)] = block.bias
         else:
-            raise TypeError("ademxapp layer {} is a {}, expected Conv2D or BatchNorm".format(
+            raise TypeError("ademxapp layer {} is a {}, expected Conv2D, Dense or BatchNorm".format(
                 name, type(block).__name__))
     return mapping
 
@@ -64,14 +71,15 @@ def _listing(title, items):
     return "  {} ({}):\n    {}{}".format(title, len(items), "\n    ".join(shown), more)
 
 
-def _read_param_dict(path):
+def read_param_dict(path):
+    """``(Path, {name: NDArray})`` of an ``mx.nd.save`` dict file; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError("weight file not found: {}".format(path))
     try:
         loaded = mx.nd.load(str(path))
     except mx.base.MXNetError as err:
-        raise ValueError("{}: not a readable MXNet .params file ({})".format(
+        raise ValueError("{}: not an MXNet .params weight file ({})".format(
             path, str(err).strip().splitlines()[0])) from err
     if not isinstance(loaded, dict):
         raise ValueError("{}: holds an unnamed list of {} arrays, expected a name -> array "
@@ -94,15 +102,20 @@ def _check_initialized(path, params):
                            "uninitialised parameters: {}".format(path, ", ".join(uninitialized[:5])))
 
 
-def _validate(path, loaded, expected, allow_missing, ignored, what):
-    """One error listing every missing / unexpected / mis-shaped key, or the missing list."""
+def _validate(path, loaded, expected, optional, ignored, what):
+    """One error listing every required-but-missing / unexpected / mis-shaped key.
+
+    ``optional`` keys of ``expected`` may be absent from the file; ``ignored`` keys of the file
+    have no counterpart and are skipped. Returns the absent keys of ``expected``.
+    """
     missing = [k for k in expected if k not in loaded]
+    required = [k for k in missing if k not in optional]
     unexpected = sorted(k for k in loaded if k not in expected and k not in ignored)
     mismatched = ["{}: file {} vs network {}".format(k, tuple(loaded[k].shape), tuple(p.shape))
                   for k, p in expected.items() if k in loaded and tuple(loaded[k].shape) != tuple(p.shape)]
     problems = []
-    if missing and not allow_missing:
-        problems.append(_listing("missing keys", missing))
+    if required:
+        problems.append(_listing("missing keys", required))
     if unexpected:
         problems.append(_listing("unexpected keys", unexpected))
     if mismatched:
@@ -118,17 +131,62 @@ def _describe(net):
         type(net).__name__, getattr(net, "num_classes", "-"), getattr(net, "width", "-"))
 
 
+def _branch_keys(net, mapping):
+    """The keys of ``mapping`` that belong to the classification branch of ``net``."""
+    branch = getattr(net, "cls_branch", None)
+    if branch is None:
+        return set()
+    ids = {id(p) for p in branch.collect_params().values()}
+    return {k for k, p in mapping.items() if id(p) in ids}
+
+
+def assign_ademxapp_arrays(net, path, loaded, allow_missing=False):
+    """Validate ``loaded`` (ademxapp names) against ``net``, then copy it in.
+
+    The classification branch is optional on both sides: a CBST file (no branch) leaves the
+    branch of ``net`` as initialised, and a network without a branch skips an MLSL-PWL
+    file's branch; a file holding only part of the branch is an error. See
+    :func:`load_ademxapp_params` for the arguments and the returned report.
+    """
+    expected = ademxapp_param_map(net)
+    _check_initialized(path, expected)
+    branch = _branch_keys(net, expected)
+    branch_absent = bool(branch) and not any(k in loaded for k in branch)
+    ignored = sorted(k for k in loaded if IMAGENET_CLASSIFIER.match(k)
+                     or (not branch and RELEASED_BRANCH.match(k)))
+    optional = set(expected) if allow_missing else (branch if branch_absent else set())
+    missing = _validate(path, loaded, expected, optional, set(ignored), _describe(net))
+    for key, param in expected.items():
+        if key in loaded:
+            param.set_data(loaded[key].astype(param.dtype, copy=False))
+    kept = sorted(branch) if branch_absent else []
+    missing = [k for k in missing if k not in kept]
+    if ignored:
+        logger.info("%s: ignored %d arrays the network has no layer for (%s)", path, len(ignored),
+                    ", ".join(ignored))
+    if kept:
+        logger.info("%s: a CBST file without the MLSL classification branch; the branch keeps its "
+                    "initial values", path)
+    if missing:
+        logger.warning("%s: %d network parameters not in the file keep their initial values: %s",
+                       path, len(missing), ", ".join(missing))
+    loaded_keys = [k for k in expected if k in loaded]
+    logger.info("%s: loaded %d ademxapp arrays into %s", path, len(loaded_keys), _describe(net))
+    return {"loaded": loaded_keys, "missing": missing, "ignored": ignored, "branch_kept": kept}
+
+
 def load_ademxapp_params(net, path, allow_missing=False):
-    """Load an ademxapp/CBST ``.params`` file into ``net`` (trunk and segmentation head).
+    """Load an ademxapp/CBST or MLSL-PWL ``.params`` file into ``net``.
 
     Parameters
     ----------
     net : MLSLNet or ResNet38
-        Initialised network. The classification branch is not in these files and keeps its
-        current values.
+        Initialised network.
     path : str or Path
-        ``mx.nd.save`` dict with ``arg:``/``aux:`` keys in ademxapp naming, e.g.
-        ``gta_rna-a1_cls19_s8_ep-0000.params``.
+        ``mx.nd.save`` dict with ``arg:``/``aux:`` keys in ademxapp naming, e.g. the CBST
+        ``gta_rna-a1_cls19_s8_ep-0000.params`` (195 keys: trunk and segmentation head) or an
+        MLSL-PWL checkpoint of the authors' code (203 keys: also the classification branch).
+        A CBST file leaves the classification branch of ``net`` as it is (logged).
     allow_missing : bool
         Accept files lacking some of the network's keys (e.g. the ImageNet file has no
         ``conv6a``/``linear<C>``); those parameters keep their values and are reported.
@@ -136,7 +194,8 @@ def load_ademxapp_params(net, path, allow_missing=False):
     Returns
     -------
     dict
-        ``{'loaded': [...], 'missing': [...], 'ignored': [...]}`` lists of file keys.
+        ``{'loaded', 'missing', 'ignored', 'branch_kept'}``: lists of keys (``branch_kept``:
+        the branch keys a CBST file lacks).
 
     Raises
     ------
@@ -144,25 +203,23 @@ def load_ademxapp_params(net, path, allow_missing=False):
         Naming the file and every missing (unless allowed), unexpected or mis-shaped key;
         the network is unchanged.
     """
-    path, loaded = _read_param_dict(path)
+    path, loaded = read_param_dict(path)
     if loaded and not any(k.startswith(("arg:", "aux:")) for k in loaded):
         raise ValueError("{}: no 'arg:'/'aux:' keys, so not an ademxapp/CBST file (a save_weights "
                          "checkpoint? read those with load_weights)".format(path))
-    expected = ademxapp_param_map(net)
-    _check_initialized(path, expected)
-    ignored = sorted(k for k in loaded if IMAGENET_CLASSIFIER.match(k))
-    missing = _validate(path, loaded, expected, allow_missing, set(ignored), _describe(net))
-    for key, param in expected.items():
-        if key in loaded:
-            param.set_data(loaded[key].astype(param.dtype, copy=False))
-    if ignored:
-        logger.info("%s: ignored the ImageNet 1000-class classifier (%s)", path, ", ".join(ignored))
-    if missing:
-        logger.warning("%s: %d network parameters not in the file keep their initial values: %s",
-                       path, len(missing), ", ".join(missing))
-    loaded_keys = [k for k in expected if k in loaded]
-    logger.info("%s: loaded %d ademxapp arrays into %s", path, len(loaded_keys), _describe(net))
-    return {"loaded": loaded_keys, "missing": missing, "ignored": ignored}
+    return assign_ademxapp_arrays(net, path, loaded, allow_missing)
+
+
+def save_ademxapp_params(net, path):
+    """Write ``net`` in the ademxapp/MLSL key format, atomically (CPU float32 arrays).
+
+    With the classification branch the file has the 203 keys of the authors' MLSL-PWL
+    checkpoints, so it runs in their code (``mx.model.load_checkpoint``-style ``arg:``/``aux:``
+    dict); without it, the 195 keys of a CBST model.
+    """
+    arrays = {key: param.data().as_in_context(mx.cpu()) for key, param in ademxapp_param_map(net).items()}
+    atomic_write_file(path, lambda name: mx.nd.save(name, arrays))
+    return Path(path)
 
 
 def save_weights(net, path):
@@ -171,16 +228,30 @@ def save_weights(net, path):
     The file is written next to ``path`` under a temporary name and moved into place, so a
     crash never leaves a truncated checkpoint behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".{}.tmp-{}".format(path.name, os.getpid()))
-    try:
-        net.save_parameters(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    atomic_write_file(path, lambda name: net.save_parameters(name))
+    return Path(path)
+
+
+def assign_gluon_arrays(net, path, loaded, ctx=None, optional=(), ignored=()):
+    """Validate ``loaded`` (Gluon structured names) against ``net``, then copy it in.
+
+    ``optional`` parameters may be absent from the file (they keep their values, or get the
+    default initializer if they had none); ``ignored`` file keys are skipped. Raises
+    ValueError naming the file and every problem, with ``net`` unchanged.
+    """
+    expected = net._collect_params_with_prefix()
+    missing = _validate(path, loaded, expected, set(optional), set(ignored), _describe(net))
+    for key, param in expected.items():
+        if not _is_initialized(param):
+            # A parameter's own initializer (zeros for biases, ones for BN gamma) wins over
+            # the default one; values from the file overwrite either right after.
+            param.initialize(ctx=ctx, default_init=default_initializer())
+        if key in loaded:
+            param.set_data(loaded[key].astype(param.dtype, copy=False))
+    if missing:
+        logger.warning("%s: %d parameters not in the file keep their values: %s",
+                       path, len(missing), ", ".join(missing))
+    return net
 
 
 def load_weights(net, path, ctx=None, allow_missing=False):
@@ -191,7 +262,7 @@ def load_weights(net, path, ctx=None, allow_missing=False):
     net : Block
         Network of the same architecture (names and shapes must match).
     path : str or Path
-        The checkpoint.
+        The weights file.
     ctx : Context or list of Context, optional
         Where to initialise parameters that are not initialised yet.
     allow_missing : bool
@@ -204,21 +275,10 @@ def load_weights(net, path, ctx=None, allow_missing=False):
         Naming the file and every missing, unexpected or mis-shaped parameter; the network
         is unchanged.
     """
-    path, loaded = _read_param_dict(path)
+    path, loaded = read_param_dict(path)
     if loaded and all(k.startswith(("arg:", "aux:")) for k in loaded):
         raise ValueError("{}: 'arg:'/'aux:' keys, so an ademxapp/CBST or exported symbol file, not "
                          "a save_weights checkpoint (read ademxapp files with "
                          "load_ademxapp_params)".format(path))
-    expected = net._collect_params_with_prefix()
-    missing = _validate(path, loaded, expected, allow_missing, set(), _describe(net))
-    for key, param in expected.items():
-        if not _is_initialized(param):
-            # A parameter's own initializer (zeros for biases, ones for BN gamma) wins over
-            # the default one; values from the file overwrite either right after.
-            param.initialize(ctx=ctx, default_init=default_initializer())
-        if key in loaded:
-            param.set_data(loaded[key].astype(param.dtype, copy=False))
-    if missing:
-        logger.warning("%s: %d parameters not in the file keep their values: %s",
-                       path, len(missing), ", ".join(missing))
-    return net
+    optional = net._collect_params_with_prefix() if allow_missing else ()
+    return assign_gluon_arrays(net, path, loaded, ctx, optional)

@@ -38,11 +38,8 @@ rewritten, and an entry whose bytes do not match its CRC is refused. A file whos
 refused (naming the file and the fields) unless ``regenerate=True``, which deletes and
 recreates it.
 """
-import io
-import json
 import logging
 import os
-import tempfile
 import zlib
 
 import h5py
@@ -59,33 +56,6 @@ GZIP_LEVEL = 4
 
 class CacheError(RuntimeError):
     """A cache file or entry that cannot be used (stale metadata, corrupted, half-written)."""
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same folder + os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path, obj):
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def npz_bytes(**arrays):
-    """The bytes of an .npz file holding ``arrays``."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 def encode_top_classes(prob_map, top=2, valid=None, shift=0, floor=0.0):

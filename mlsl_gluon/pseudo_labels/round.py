@@ -21,12 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.classes import class_names, palette
-from .cache import (
-    ProbabilityCache,
-    atomic_write_bytes,
-    atomic_write_json,
-    encode_top_classes,
-)
+from ..io import atomic_write_bytes, atomic_write_json
+from .cache import ProbabilityCache, encode_top_classes
 from .inference import patch_seed, single_inference, sisc_inference
 from .selection import (
     IGNORE_LABEL,

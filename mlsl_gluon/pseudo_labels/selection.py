@@ -22,6 +22,8 @@ import logging
 import cv2
 import numpy as np
 
+from ..io import atomic_write_bytes, npz_bytes
+
 logger = logging.getLogger(__name__)
 
 IGNORE_LABEL = 255
@@ -202,8 +204,6 @@ class ThresholdAccumulator:
 
     def save(self, path):
         """Write the state to ``path`` (.npz) atomically."""
-        from .cache import atomic_write_bytes, npz_bytes
-
         atomic_write_bytes(path, npz_bytes(**self.state()))
 
     @classmethod

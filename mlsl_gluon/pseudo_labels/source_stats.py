@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from .cache import atomic_write_bytes, npz_bytes
+from ..io import atomic_write_bytes, npz_bytes
 from .selection import IGNORE_LABEL
 
 logger = logging.getLogger(__name__)

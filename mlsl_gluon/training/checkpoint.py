@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import struct
-import tempfile
+
+from ..io import atomic_write_bytes, bytes_written_by, read_via_file
 
 logger = logging.getLogger(__name__)
 
@@ -24,37 +25,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt, or does not fit the network."""
 
 
-def _scratch_file(directory, suffix):
-    fd, name = tempfile.mkstemp(prefix=".ckpt-part-", suffix=suffix, dir=directory)
-    os.close(fd)
-    return name
-
-
-def _read_bytes_via_file(directory, write):
-    """Let an MXNet ``save_*(filename)`` method write to a scratch file; return its bytes."""
-    name = _scratch_file(directory, ".bin")
-    try:
-        write(name)
-        with open(name, "rb") as handle:
-            return handle.read()
-    finally:
-        os.remove(name)
-
-
-def _feed_bytes_via_file(directory, data, read):
-    """Hand ``data`` to an MXNet ``load_*(filename)`` method through a scratch file."""
-    name = _scratch_file(directory, ".bin")
-    try:
-        with open(name, "wb") as handle:
-            handle.write(data)
-        return read(name)
-    finally:
-        os.remove(name)
-
-
 def _trainer_states(trainer, directory):
     try:
-        return _read_bytes_via_file(directory, trainer.save_states)
+        return bytes_written_by(trainer.save_states, directory)
     except AssertionError as err:
         # MXNet cannot dump optimiser states that live on a parameter server.
         logger.warning("trainer states not saved (%s); momentum restarts on resume", err)
@@ -80,7 +53,7 @@ def save_checkpoint(path, net, trainer, state):
         header_state = json.loads(json.dumps(state))
     except (TypeError, ValueError) as err:
         raise TypeError(f"checkpoint state for {path} is not JSON-serialisable: {err}") from None
-    sections = [("params", _read_bytes_via_file(directory, net.save_parameters))]
+    sections = [("params", bytes_written_by(net.save_parameters, directory))]
     if trainer is not None:
         states = _trainer_states(trainer, directory)
         if states is not None:
@@ -91,34 +64,8 @@ def save_checkpoint(path, net, trainer, state):
                      for name, data in sections],
     }
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
-    tmp = _scratch_file(directory, ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(MAGIC + _LENGTH.pack(len(header_bytes)) + header_bytes)
-            for _, data in sections:
-                handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself durable; not supported on every platform/filesystem.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, b"".join([MAGIC, _LENGTH.pack(len(header_bytes)), header_bytes]
+                                      + [data for _, data in sections]))
 
 
 def read_checkpoint(path):
@@ -206,12 +153,12 @@ def load_checkpoint(path, net, trainer=None):
     state, sections = read_checkpoint(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        _feed_bytes_via_file(directory, sections["params"], net.load_parameters)
+        read_via_file(sections["params"], net.load_parameters, directory)
     except (AssertionError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {path} does not fit the network: {err}") from None
     if trainer is not None:
         if "trainer" in sections:
-            _feed_bytes_via_file(directory, sections["trainer"], trainer.load_states)
+            read_via_file(sections["trainer"], trainer.load_states, directory)
         else:
             logger.warning("checkpoint %s holds no trainer states; momentum restarts", path)
     return state

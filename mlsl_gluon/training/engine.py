@@ -11,14 +11,10 @@ import time
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
+from tqdm import tqdm
 
 from mlsl_gluon.losses import classification_bce, mlsl_loss, ohem_cross_entropy, segmentation_cross_entropy
 from mlsl_gluon.training.distributed import num_workers, process_kvstore, start_distributed_trainer
-
-try:
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - tqdm is a hard dependency; degrade to no bar
-    tqdm = None
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +297,7 @@ def _sum_to_float(scalars):
 
 
 def _progress_bar(batches, progress):
-    if not progress or tqdm is None:
+    if not progress:
         return batches
     total = len(batches) if hasattr(batches, "__len__") else None
     return tqdm(batches, total=total, desc="train", unit="batch", leave=False)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import mxnet as mx
 from tqdm import tqdm
 
 from ..data import GTA5, SYNTHIA, Cityscapes, DatasetError
 from ..data.gta5 import GTA5_SIZE
+from ..model.weight_files import WeightsError, inspect_weights
 from ..pseudo_labels.source_stats import SourceStatistics, load_source_stats, save_source_stats
 
 logger = logging.getLogger(__name__)
@@ -96,18 +96,19 @@ def open_datasets(config, data_root, need_val=True):
 
 
 def weights_kind(path, num_classes):
-    """What a weight file holds, so a run can tell a source model from an ImageNet one.
+    """What a weights file holds, so a run can tell a source model from an ImageNet one.
 
     Returns
     -------
     str
-        ``'source'`` (ademxapp file with the ``linear<C>`` head), ``'imagenet'`` (ademxapp file
-        without it) or ``'gluon'`` (our own ``save_weights`` / source-only output).
+        ``'source'`` (an ademxapp/CBST or MLSL-PWL segmentation model), ``'imagenet'`` (the
+        ademxapp ImageNet trunk) or ``'gluon'`` (our own weights, training checkpoint or
+        exported params); see :func:`mlsl_gluon.model.weight_files.inspect_weights`.
 
     Raises
     ------
     InputError
-        When the file is missing or unreadable, with what to obtain.
+        When the file is missing, unreadable or of another class count, with what to obtain.
     """
     path = Path(path)
     wanted = SOURCE_WEIGHTS["gta5" if num_classes == 19 else "synthia"]
@@ -116,19 +117,13 @@ def weights_kind(path, num_classes):
                          f"github.com/yzou2/CBST) or, to train the source model, {IMAGENET_WEIGHTS} "
                          f"(ademxapp), and pass its path with --weights.")
     try:
-        keys = list(mx.nd.load(str(path)).keys())
-    except mx.base.MXNetError as err:
-        reason = str(err).strip().splitlines()[-1]
-        raise InputError(f"weights file {path} is not an MXNet parameter file ({reason})") from None
-    if not any(k.startswith(("arg:", "aux:")) for k in keys):
-        return "gluon"
-    if f"arg:linear{num_classes}_weight" in keys:
-        return "source"
-    other = [k for k in keys if k.startswith("arg:linear") and k.endswith("_weight")]
-    if other and other != ["arg:linear1000_weight"]:
-        raise InputError(f"weights file {path} has head {other[0][4:-7]} but this run has {num_classes} "
-                         f"classes; use {wanted}")
-    return "imagenet"
+        info = inspect_weights(path)
+    except WeightsError as err:
+        raise InputError(f"weights file {path} is not usable: {err}") from None
+    if info.segmentation and info.num_classes != num_classes:
+        raise InputError(f"weights file {path} has head linear{info.num_classes} but this run has "
+                         f"{num_classes} classes; use {wanted}")
+    return info.kind
 
 
 def source_statistics(run, config, source):

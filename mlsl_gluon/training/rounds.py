@@ -18,7 +18,8 @@ from ..data import TrainTransform
 from ..evaluation import evaluate
 from ..evaluation.report import read_evaluation, write_evaluation
 from ..model import MLSLNet, init_params
-from ..model.weights import load_ademxapp_params, load_weights, save_weights
+from ..model.weight_files import load_network_weights
+from ..model.weights import save_weights
 from ..pseudo_labels import released_per_crop_weak_labels, run_pseudo_label_round
 from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
@@ -39,11 +40,8 @@ def build_network(config, ctx_list, weights):
                   freeze_bn=config.model.freeze_bn)
     mx.random.seed(config.experiment.seed)
     init_params(net, ctx=ctx_list)
-    kind = weights_kind(weights, config.num_classes)
-    if kind == "gluon":
-        load_weights(net, weights, ctx=ctx_list, allow_missing=config.use_pwl)
-    else:
-        load_ademxapp_params(net, weights, allow_missing=kind == "imagenet")
+    weights_kind(weights, config.num_classes)
+    kind = load_network_weights(net, weights, ctx=ctx_list).kind
     net.hybridize()
     return net, kind
 

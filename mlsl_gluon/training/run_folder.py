@@ -13,13 +13,13 @@ Layout::
 import datetime
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from .. import __version__
 from ..config import ConfigError, config_differences, dump_config, load_config
+from ..io import atomic_write_file, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ def git_hash():
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
-
-
-def atomic_write_text(path, text):
-    """Write a whole file or nothing (temporary file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RunFolder:
@@ -82,8 +74,7 @@ class RunFolder:
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             self.resumed = False
-            dump_config(config, self.path / "config.yaml.tmp")
-            os.replace(self.path / "config.yaml.tmp", config_file)
+            atomic_write_file(config_file, lambda name: dump_config(config, name))
         self.checkpoint_dir.mkdir(exist_ok=True)
         self._write_provenance()
 
