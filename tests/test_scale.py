@@ -7,9 +7,11 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet.gluon import nn
 from test_rounds_datasets import make_set, pseudo_dir  # noqa: F401  (fixture)
 
 from mlsl_gluon.model import MLSLNet, init_params
+from mlsl_gluon.pseudo_labels.inference import single_inference, single_inference_many
 from mlsl_gluon.training import build_trainer, train_epoch
 from mlsl_gluon.training.datasets import EpochBatches
 from mlsl_gluon.training.loader import BackgroundBatches
@@ -172,3 +174,37 @@ def test_weights_trained_with_loader_workers_are_bit_identical(pseudo_dir):  # n
     assert initial[0] == initial[1] and inline["seg_head.linear.weight"] != initial[0]  # it trained
     assert inline.keys() == background.keys()
     assert all(inline[name] == background[name] for name in inline)
+
+
+class RecordingNet(nn.HybridBlock):
+    """1x1 conv + softmax that records the device and batch size of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_classes, self.calls = 3, []
+        self.conv = nn.Conv2D(3, 1, in_channels=3)
+
+    def hybrid_forward(self, F, x):
+        return self.conv(x)
+
+    def predict(self, x, flip=False):
+        self.calls.append((str(x.context), x.shape[0]))
+        prob = mx.nd.softmax(self(x), axis=1)
+        return 0.5 * (prob + mx.nd.softmax(self(x.flip(axis=3)), axis=1).flip(axis=3)) if flip else prob
+
+
+def test_si_images_are_split_over_the_devices():
+    contexts = [mx.cpu(0), mx.cpu(1)]
+    net = RecordingNet()
+    net.initialize(mx.init.Normal(1.0), ctx=contexts)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=shape, dtype=np.uint8)
+              for shape in [(20, 30, 3), (20, 30, 3), (24, 24, 3), (20, 30, 3)]]
+    alone = [single_inference(net, image, mx.cpu(0), flip=True) for image in images]
+    net.calls.clear()
+    shared = single_inference_many(net, images, contexts, flip=True)
+    assert len(shared) == len(images)
+    for a, b in zip(alone, shared):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    assert {size for _, size in net.calls} == {1}  # one image per device and call
+    assert {device for device, _ in net.calls} == {"cpu(0)", "cpu(1)"}
