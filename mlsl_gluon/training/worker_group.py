@@ -21,6 +21,8 @@ from pathlib import Path
 
 import mxnet as mx
 
+from .inputs import InputError
+
 logger = logging.getLogger(__name__)
 
 #: Seconds a file written by another worker before a barrier may take to become visible here
@@ -32,8 +34,9 @@ TOKEN_KEY = 1 << 30
 _broadcasts_of_this_process = [0]
 
 
-class SharedFolderError(RuntimeError):
-    """The workers do not see one shared run folder, or resumed from incompatible states."""
+class SharedFolderError(InputError):
+    """The workers do not see one shared run folder, or resumed from incompatible states
+    (an input error: `train` reports it without a traceback)."""
 
 
 def worker_folder(out, rank):
