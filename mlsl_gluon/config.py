@@ -59,7 +59,7 @@ class PseudoLabelConfig:
     aggregation: str = "probability"  # probability (Sec. 3.2) | vote (Sec. 4.3 "relative frequency")
     include_si_released: bool = True  # released code: add the whole-image prediction with count 1
     flip: bool = True  # average each patch / image with its horizontal flip
-    longer_side: int = 2048  # SI inference resizes the target image so its longer side is this
+    longer_side: Optional[int] = 2048  # inference resizes the target so its longer side is this (null=native)
     portion_start: float = 0.15  # target portion p_0 of class-balanced selection
     portion_step: float = 0.05  # p_r = min(p_0 + r * step, max)
     portion_max: float = 0.5  # upper bound on p_r
@@ -79,6 +79,8 @@ class TrainConfig:
     lambda_cls: float = 0.025  # Eq. 6 weight of the image-classification loss (Table 4)
     cls_loss_scale_released: Optional[float] = None  # released code: cls loss x 0.04 instead of lambda_cls
     ohem_released: bool = False  # released code: OHEM bootstrapped cross-entropy
+    # released: mean over the valid pixels of a device batch; per_image: the paper text (Eq. 1/2)
+    loss_normalization: str = "valid_pixels_per_device_batch"
     log_every: int = 20  # a log line every N iterations
     checkpoint_every: int = 200  # mid-epoch checkpoint every N iterations (resume point)
 
@@ -143,6 +145,90 @@ def target_portion(round_idx, start=0.15, step=0.05, maximum=0.5):
 def source_portion(round_idx, start=0.03, step=0.0025, maximum=0.06):
     """Share of the source set trained on in round r: min(0.03 + 0.0025 r, 0.06)."""
     return min(start + step * round_idx, maximum)
+
+
+@dataclass(frozen=True)
+class PseudoLabelSettings:
+    """Everything step 1 of a round needs (built by :func:`pseudo_label_settings`)."""
+
+    method: str  # 'si' (CBST single inference) or 'sisc' (Sec. 3.2)
+    K: int  # SISC patches per image
+    patch_size: int  # SISC patch side h = w
+    seed: int  # run seed; each round draws its own patches from it (see pseudo_labels.round)
+    flip: bool  # flip-averaged predictions
+    include_si: bool  # released code: the whole-image prediction joins the SISC average with count 1
+    aggregation: str  # probability | vote
+    batch_size: int  # SISC patches per network call
+    longer_side: Optional[int]  # inference scale (None = native)
+    spatial_prior: bool  # CBST-SP: multiply the source class-location frequency in
+    weak_labels: bool  # write PWL vectors (Sec. 3.3.1); needs the Eq. 4 sizes
+    eta: float  # PWL factor
+    portion_start: float  # p_0 of class-balanced selection
+    portion_step: float  # p_r = min(p_0 + r * step, max)
+    portion_max: float
+
+    def portion(self, round_idx):
+        """Target portion p_r of round r."""
+        return target_portion(round_idx, self.portion_start, self.portion_step, self.portion_max)
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """Loss of step 2 (Eq. 3, or Eq. 7 with ``use_cls``); defaults are TrainConfig's."""
+
+    use_cls: bool = False  # train the classification branch on PWL (Eq. 5)
+    lambda_cls: float = TrainConfig.lambda_cls  # Eq. 6 weight
+    ohem: bool = TrainConfig.ohem_released  # released code: OHEM bootstrapped cross-entropy
+    cls_loss_scale: Optional[float] = TrainConfig.cls_loss_scale_released  # released: replaces lambda_cls
+    normalization: str = TrainConfig.loss_normalization  # segmentation loss averaging (see train_epoch)
+
+    @property
+    def cls_weight(self):
+        """The factor of the classification loss actually applied."""
+        return self.lambda_cls if self.cls_loss_scale is None else self.cls_loss_scale
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training stage (source-only training, or step 2 of the rounds): built by :func:`train_settings`."""
+
+    lr: float  # learning rate (rounds: of round 0; round r uses lr / sqrt(2)^r)
+    momentum: float
+    wd: float
+    batch_size: int  # global batch
+    epochs: int  # epochs of the stage (per round for the rounds)
+    seed: int  # shuffling, augmentation, dropout
+    loss: LossSettings
+    log_every: int  # metrics line every N iterations
+    checkpoint_every: int  # mid-epoch checkpoint every N iterations
+
+
+def pseudo_label_settings(config):
+    """The step-1 settings of a run configuration."""
+    pl = config.pseudo_label
+    return PseudoLabelSettings(
+        method=config.pseudo_label_method, K=pl.K, patch_size=pl.patch_size, seed=config.experiment.seed,
+        flip=pl.flip, include_si=pl.include_si_released, aggregation=pl.aggregation, batch_size=pl.batch_size,
+        longer_side=pl.longer_side, spatial_prior=pl.spatial_prior, weak_labels=config.use_pwl, eta=pl.eta,
+        portion_start=pl.portion_start, portion_step=pl.portion_step, portion_max=pl.portion_max)
+
+
+def train_settings(config):
+    """The training-stage settings: source-only training for that method, else step 2 of the rounds."""
+    t = config.train
+    if config.experiment.method == "source-only":
+        so = config.source_only
+        # Source models are trained without the classifier and with the plain Eq. 1/2 loss.
+        return TrainSettings(lr=so.lr, momentum=so.momentum, wd=so.wd, batch_size=so.batch_size,
+                             epochs=so.epochs, seed=config.experiment.seed,
+                             loss=LossSettings(use_cls=False, lambda_cls=t.lambda_cls, ohem=False,
+                                               cls_loss_scale=None, normalization=t.loss_normalization),
+                             log_every=t.log_every, checkpoint_every=t.checkpoint_every)
+    loss = LossSettings(use_cls=config.use_pwl, lambda_cls=t.lambda_cls, ohem=t.ohem_released,
+                        cls_loss_scale=t.cls_loss_scale_released, normalization=t.loss_normalization)
+    return TrainSettings(lr=t.lr, momentum=t.momentum, wd=t.wd, batch_size=t.batch_size,
+                         epochs=config.rounds.epochs_per_round, seed=config.experiment.seed, loss=loss,
+                         log_every=t.log_every, checkpoint_every=t.checkpoint_every)
 
 
 def method_preset(source, method):
@@ -248,7 +334,7 @@ def read_yaml(path):
     return data or {}
 
 
-def load_config(path=None, overrides=(), source=None, method=None):
+def load_config(path=None, overrides=(), source=None, method=None, options=None):
     """Resolve a run configuration.
 
     Parameters
@@ -259,6 +345,9 @@ def load_config(path=None, overrides=(), source=None, method=None):
         ``section.key=value`` strings (the CLI's ``--set``), applied last.
     source, method : str, optional
         The CLI's ``--source`` / ``--method``; must agree with the file when both give them.
+    options : dict, optional
+        ``{section: {key: value}}`` from a command's own options (only those given), applied
+        after the file and before ``overrides``.
 
     Returns
     -------
@@ -281,6 +370,8 @@ def load_config(path=None, overrides=(), source=None, method=None):
     _apply(config, method_preset(chosen["source"], chosen["method"]), "preset")
     if file_values:
         _apply(config, file_values, origin)
+    if options:
+        _apply(config, options, "command-line options")
     for text, values in zip(overrides, set_values):
         _apply(config, values, f"--set {text}")
     validate(config)

@@ -14,10 +14,10 @@ OPTIONS = {
                           "--seed"],
     ("stats",): ["--source", "--data-root", "--list-file", "--out", "--grid", "--alpha"],
     ("pseudo-label",): [
-        "--weights", "--data-root", "--split", "--list-file", "--num-classes", "--width", "--round",
-        "--portion", "--out", "--method", "--K", "--patch-size", "--seed", "--flip / --no-flip",
+        "--source", "--method", "--config", "--set", "--weights", "--data-root", "--split", "--list-file",
+        "--width", "--round", "--portion", "--out", "--K", "--patch-size", "--seed", "--flip / --no-flip",
         "--include-si / --no-include-si", "--aggregation", "--batch-size", "--longer-side",
-        "--source-stats", "--spatial-prior / --no-spatial-prior", "--eta", "--cache", "--shard",
+        "--source-stats", "--spatial-prior / --no-spatial-prior", "--eta", "--shard",
         "--combine", "--regenerate", "--colour", "--ctx",
     ],
     ("train",): ["--source", "--method", "--data-root", "--weights", "--out", "--config", "--set", "--ctx",
@@ -64,8 +64,9 @@ def test_command_help_lists_its_options(path):
     # The option names of the help's "Options:" section, in the order they are shown.
     shown = []
     for line in result.output.split("Options:")[1].splitlines():
-        words = line.strip().split()
-        if words and words[0].startswith("--") and words[0] != "--help":
+        words = line.split()
+        # An option starts a line indented by two; deeper lines are wrapped help text.
+        if line.startswith("  --") and words[0] != "--help":
             shown.append(" ".join(words[:3]) if words[1:2] == ["/"] else words[0])
     expected = [o for o in OPTIONS[path] if o.startswith("--")]
     assert shown == expected
@@ -91,8 +92,9 @@ def test_missing_required_option_exits_2_naming_it(path):
 
 
 def test_bad_choice_exits_2_listing_the_choices():
-    result = invoke("pseudo-label", "--round", "0", "--portion", "0.2", "--out", "o", "--method", "cbst")
+    result = invoke("pseudo-label", "--round", "0", "--portion", "0.2", "--out", "o", "--method", "si")
     assert result.exit_code == 2
-    assert "Invalid value for '--method'" in result.output and "'sisc', 'si'" in result.output
+    assert "Invalid value for '--method'" in result.output
+    assert "'cbst', 'cbst-pwl', 'sisc', 'sisc-pwl'" in result.output
     result = invoke("train", "--source", "cityscapes", "--data-root", ".", "--weights", "w", "--out", "o")
     assert result.exit_code == 2 and "Invalid value for '--source'" in result.output

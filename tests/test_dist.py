@@ -24,6 +24,7 @@ WORKER_SCRIPT = textwrap.dedent('''
     from mxnet import gluon
     from mxnet.gluon import nn
 
+    from mlsl_gluon.config import LossSettings
     from mlsl_gluon.training import build_trainer, num_workers, round_learning_rate, train_epoch, worker_rank
     from mlsl_gluon.training.distributed import shard_indices
 
@@ -86,7 +87,9 @@ WORKER_SCRIPT = textwrap.dedent('''
                 shards = [shard_indices(NUM_SAMPLES, r, NUM_WORKERS) for r in range(NUM_WORKERS)]
                 steps = [np.concatenate([s[t:t + LOCAL_BATCH] for s in shards])
                          for t in range(0, len(shards[0]), LOCAL_BATCH)]
-            stats = train_epoch(net, trainer, batches(steps), [mx.cpu()], use_cls=True, progress=False)
+            # per-image averaging: the 2-worker update equals the 1-worker one on the joint batch
+            stats = train_epoch(net, trainer, batches(steps), [mx.cpu()],
+                                loss=LossSettings(use_cls=True, normalization="per_image"), progress=False)
         net.save_parameters(os.path.join(out_dir, f"{mode}{rank}.params"))
         print("rank", rank, "steps", [list(map(int, s)) for s in steps], "loss", stats["total"])
 

@@ -10,6 +10,7 @@ import pytest
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
+from mlsl_gluon.config import LossSettings
 from mlsl_gluon.losses import classification_bce, ohem_cross_entropy, segmentation_cross_entropy
 from mlsl_gluon.model import MLSLNet, init_params
 from mlsl_gluon.training import (
@@ -27,6 +28,10 @@ from mlsl_gluon.training.engine import is_double_lr_parameter
 
 C = 5
 SIZE = 32  # crop; labels at stride 8 are 4 x 4
+
+# Eq. 7: segmentation + lambda_cls x classification loss.
+PWL = LossSettings(use_cls=True)
+PWL_PAPER = LossSettings(use_cls=True, lambda_cls=0.025, normalization="per_image")
 
 
 class NoDropoutNet(gluon.HybridBlock):
@@ -175,12 +180,12 @@ def test_first_update_follows_sgd_with_lr_and_wd_groups():
     # Reference gradient of the batch-mean Eq. 6 loss, computed independently.
     with autograd.record():
         seg, cls = net(mx.nd.array(images))
-        loss = (segmentation_cross_entropy(mx.nd, seg, mx.nd.array(label8))
+        loss = (segmentation_cross_entropy(mx.nd, seg, mx.nd.array(label8), normalization="per_image")
                 + 0.025 * classification_bce(mx.nd, cls, mx.nd.array(weak))).mean()
     loss.backward()
     grads = {short(n): p.grad().asnumpy().copy()
              for n, p in net.collect_params().items() if p.grad_req != "null"}
-    stats = train_epoch(net, trainer, [(images, label8, weak)], ctx, use_cls=True, progress=False)
+    stats = train_epoch(net, trainer, [(images, label8, weak)], ctx, loss=PWL_PAPER, progress=False)
     assert stats["total"] == pytest.approx(loss.asscalar(), rel=1e-5)
     after = params_numpy(net)
     assert STAND_IN_DOUBLE_LR <= grads.keys()
@@ -196,13 +201,15 @@ def test_eq6_weighting_and_released_cls_scale():
     ctx = [mx.cpu()]
     batches = make_batches(2, 2)
     net = stand_in(ctx)
-    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, use_cls=True, progress=False)
+    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, loss=PWL_PAPER, progress=False)
     assert stats["total"] == pytest.approx(stats["seg"] + 0.025 * stats["cls"], rel=1e-6)
     assert stats["iterations"] == 2 and stats["images"] == 4
-    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, use_cls=True,
-                        cls_loss_scale=0.04, progress=False)
+    stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx,
+                        loss=LossSettings(use_cls=True, cls_loss_scale=0.04, normalization="per_image"),
+                        progress=False)
     assert stats["total"] == pytest.approx(stats["seg"] + 0.04 * stats["cls"], rel=1e-6)
-    plain = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, progress=False)
+    plain = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches, ctx, progress=False,
+                        loss=LossSettings(normalization="per_image"))
     assert set(plain) >= {"seg", "total"} and "cls" not in plain
     assert plain["total"] == pytest.approx(stats["seg"], rel=1e-6)
 
@@ -216,10 +223,11 @@ def test_ohem_option_and_log_lines(caplog):
     batches = make_batches(1, 2, seed=11, size=8 * 17)
     seg_logits, _ = net(mx.nd.array(batches[0][0]))
     label8 = mx.nd.array(batches[0][1])
-    expected = ohem_cross_entropy(mx.nd, seg_logits, label8).mean().asscalar()
-    assert expected != pytest.approx(segmentation_cross_entropy(mx.nd, seg_logits, label8).mean().asscalar())
+    expected = ohem_cross_entropy(mx.nd, seg_logits, label8).sum().asscalar()  # one device
+    assert expected != pytest.approx(segmentation_cross_entropy(mx.nd, seg_logits, label8).sum().asscalar())
     with caplog.at_level(logging.INFO, logger="mlsl_gluon.training.engine"):
-        stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches[:1] * 2, ctx, ohem=True,
+        stats = train_epoch(net, build_trainer(net, ctx, lr=0.0), batches[:1] * 2, ctx,
+                            loss=LossSettings(ohem=True),
                             log_every=1, start_iteration=4, progress=False)
     assert stats["seg"] == pytest.approx(expected, rel=1e-5)
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["iteration 4", "iteration 5"]
@@ -240,7 +248,7 @@ def test_unused_classifier_is_not_updated_and_use_cls_needs_weak_labels():
     images, label8, _ = make_batches(1, 2)[0]
     with pytest.raises(ValueError, match="weak labels"):
         train_epoch(net, build_trainer(net, ctx, lr=0.1), [(images, label8, None)], ctx,
-                    use_cls=True, progress=False)
+                    loss=PWL, progress=False)
 
 
 def test_non_finite_loss_raises_before_the_update():
@@ -251,14 +259,15 @@ def test_non_finite_loss_raises_before_the_update():
     batches[1][0][0, 0, 0, 0] = np.nan
     seen = []
     with pytest.raises(NonFiniteLossError, match="global iteration 11") as info:
-        train_epoch(net, trainer, batches, ctx, use_cls=True, start_iteration=10, progress=False,
+        train_epoch(net, trainer, batches, ctx, loss=PWL, start_iteration=10, progress=False,
                     on_iteration=lambda it, losses: seen.append((it, params_numpy(net))))
     assert info.value.iteration == 11 and info.value.loss_name == "seg"
     assert [it for it, _ in seen] == [10]
     assert_params_close(params_numpy(net), seen[0][1], rtol=0, atol=0)
 
 
-def run_epochs(net, ctx, batches, *, kvstore="device", epochs=1, hybridize=False, seed=None):
+def run_epochs(net, ctx, batches, *, kvstore="device", epochs=1, hybridize=False, seed=None,
+               normalization="valid_pixels_per_device_batch"):
     if hybridize:
         net.hybridize()
     # Inference first, as in a round (pseudo-labels): oneDNN may then hold weights in its layout.
@@ -266,16 +275,19 @@ def run_epochs(net, ctx, batches, *, kvstore="device", epochs=1, hybridize=False
         net(mx.nd.array(batches[0][0][:1], ctx=ctx[0]))[0].wait_to_read()
     trainer = build_trainer(net, ctx, lr=0.01, kvstore=kvstore)
     for _ in range(epochs):
-        train_epoch(net, trainer, batches, ctx, use_cls=True, progress=False, seed=seed)
+        train_epoch(net, trainer, batches, ctx, loss=LossSettings(use_cls=True, normalization=normalization),
+                    progress=False, seed=seed)
     return params_numpy(net)
 
 
 def test_two_cpu_contexts_give_the_same_update_as_one():
     # Even, uneven (3 = 2 + 1) and too-small (1 image for 2 devices) global batches.
     batches = make_batches(2, 4, seed=5) + make_batches(1, 3, seed=6) + make_batches(1, 1, seed=8)
-    one = run_epochs(stand_in([mx.cpu(0)]), [mx.cpu(0)], batches)
+    # Per-image averaging (the paper's) does not depend on the split; the released per-device
+    # averaging does by design (tests/test_losses.py checks it against its definition).
+    one = run_epochs(stand_in([mx.cpu(0)]), [mx.cpu(0)], batches, normalization="per_image")
     two_ctx = [mx.cpu(0), mx.cpu(1)]
-    two = run_epochs(stand_in(two_ctx), two_ctx, batches)
+    two = run_epochs(stand_in(two_ctx), two_ctx, batches, normalization="per_image")
     initial = params_numpy(stand_in([mx.cpu(0)]))
     assert any(not np.allclose(one[n], initial[n]) for n in one), "training must move the parameters"
     assert_params_close(two, one, rtol=1e-5, atol=1e-6)
@@ -298,11 +310,11 @@ def test_checkpoint_round_trip_gives_identical_next_update(tmp_path):
     batches = make_batches(4, 2, seed=9)
     reference = mlsl_net(ctx)
     ref_trainer = build_trainer(reference, ctx, lr=0.01)
-    train_epoch(reference, ref_trainer, batches, ctx, use_cls=True, progress=False, seed=1)
+    train_epoch(reference, ref_trainer, batches, ctx, loss=PWL, progress=False, seed=1)
 
     net = mlsl_net(ctx)
     trainer = build_trainer(net, ctx, lr=0.01)
-    train_epoch(net, trainer, batches[:2], ctx, use_cls=True, progress=False, seed=1)
+    train_epoch(net, trainer, batches[:2], ctx, loss=PWL, progress=False, seed=1)
     path = tmp_path / "round0.ckpt"
     state = {"round": 0, "iteration": 2, "rng": [1, 2, 3]}
     save_checkpoint(path, net, trainer, state)
@@ -313,7 +325,7 @@ def test_checkpoint_round_trip_gives_identical_next_update(tmp_path):
     assert load_checkpoint(path, resumed, resumed_trainer) == state
     assert_params_close(params_numpy(resumed), params_numpy(net), rtol=0, atol=0)
     assert resumed_trainer.learning_rate == pytest.approx(0.01)
-    train_epoch(resumed, resumed_trainer, batches[2:], ctx, use_cls=True, start_iteration=2,
+    train_epoch(resumed, resumed_trainer, batches[2:], ctx, loss=PWL, start_iteration=2,
                 progress=False, seed=1)
     assert_params_close(params_numpy(resumed), params_numpy(reference), rtol=1e-5, atol=0)
 

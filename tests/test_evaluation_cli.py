@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evalcli")
     make_cityscapes(tmp / "cs")
     net = make_net(19)
-    pwl = make_net(19, with_classifier=True, seed=1)
+    pwl = make_net(19, with_classifier=True, seed=2)
     files = {
         "gluon": save_gluon(net, tmp / "own.params"),
         "ademxapp": save_ademxapp(net, tmp / "gta_rna-a1_cls19_s8_ep-0000.params"),

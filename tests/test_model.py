@@ -5,6 +5,7 @@ import pytest
 from mxnet import autograd
 
 from mlsl_gluon.model import BN_EPS, MLSLNet, ResNet38, init_params, scaled_channels
+from mlsl_gluon.model.full_resolution import bicubic_resize_matrix
 
 WIDTH = 1 / 16  # 4 .. 256 channels: the whole file runs in seconds on CPU
 
@@ -40,10 +41,13 @@ def test_output_shapes_at_odd_non_square_size(with_classifier):
         assert out[1].shape == (2, 19)
     else:
         assert isinstance(out, mx.nd.NDArray)
-    prob = net.predict(x)
+    prob = net.predict(x).asnumpy()
     assert prob.shape == (2, 19, 97, 131)
-    np.testing.assert_allclose(prob.sum(axis=1).asnumpy(), 1.0, rtol=1e-5)
-    assert (prob.asnumpy() >= 0).all()
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-5)
+    # The bicubic filter overshoots [0, 1] by at most its 2D kernel's negative weight mass.
+    abs_sum = [np.abs(bicubic_resize_matrix(n, 8 * n)).sum(axis=1).max() for n in (13, 17)]
+    overshoot = (abs_sum[0] * abs_sum[1] - 1) / 2
+    assert -overshoot <= prob.min() < 0 < prob.max() <= 1 + overshoot
 
 
 def test_trunk_stride_and_width():
@@ -171,14 +175,35 @@ def test_hybridized_equals_imperative_on_two_devices():
     np.testing.assert_allclose(prob_h.asnumpy(), prob_i.asnumpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_predict_is_inference_mode_and_upsamples_the_logits():
-    net = _net(num_classes=3, with_classifier=False)
+def test_predict_is_inference_mode_and_runs_no_classification_branch():
+    net = _net(num_classes=3, with_classifier=True)
+    calls = []
+    net.cls_branch.register_forward_hook(lambda block, inputs, output: calls.append(1))
     x = mx.nd.random.normal(shape=(1, 3, 50, 66))
-    with autograd.record(train_mode=True):
-        prob = net.predict(x)
-    logits = net(x)
-    expected = mx.nd.softmax(mx.nd.contrib.BilinearResize2D(logits, height=50, width=66), axis=1)
-    np.testing.assert_allclose(prob.asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-6)
-    # corners of the upsampled map equal the softmax of the corner logits
-    corner = mx.nd.softmax(logits[:, :, -1, -1], axis=1).asnumpy()
-    np.testing.assert_allclose(prob[:, :, -1, -1].asnumpy(), corner, rtol=1e-5)
+    reference = net.predict(x, flip=True).asnumpy()
+    with autograd.record(train_mode=True):  # dropout must stay off inside predict
+        prob = net.predict(x, flip=True)
+    np.testing.assert_array_equal(prob.asnumpy(), reference)
+    assert calls == []
+    # segment() gives the segmentation output of the full forward pass
+    padded = mx.nd.pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 6, 0, 6))
+    seg, _ = net(padded)
+    assert calls == [1]
+    np.testing.assert_array_equal(net.segment(padded).asnumpy(), seg.asnumpy())
+    net.hybridize()
+    np.testing.assert_allclose(net.predict(x, flip=True).asnumpy(), reference, rtol=1e-5, atol=1e-6)
+    assert calls == [1]
+
+
+def test_classification_branch_initialisation_released_or_normal():
+    released = _net(num_classes=19, width=0.125)
+    small = _net(num_classes=19, width=0.125, cls_init="normal")
+    fan_in = released.cls_branch.fc2.weight.shape[1]
+    # released: MSRA on every new layer, std sqrt(2 / fan_in) (64 units here: 0.177)
+    msra_std = np.sqrt(2 / fan_in)
+    assert released.cls_branch.fc2.weight.data().asnumpy().std() == pytest.approx(msra_std, rel=0.1)
+    assert small.cls_branch.fc2.weight.data().asnumpy().std() == pytest.approx(0.01, rel=0.1)
+    for net in (released, small):
+        assert not net.cls_branch.fc2.bias.data().asnumpy().any()
+    with pytest.raises(ValueError, match="cls_init"):
+        MLSLNet(cls_init="xavier")

@@ -1,5 +1,5 @@
-"""HDF5 probability cache: round trip, decision-exact quantisation, stale/half-written/corrupted
-entries and files."""
+"""HDF5 score cache: round trip, selection from the cache against full-precision selection (with
+and without the spatial prior), stale/half-written/corrupted entries and files."""
 import h5py
 import numpy as np
 import pytest
@@ -8,15 +8,18 @@ from mlsl_gluon.pseudo_labels import (
     CacheError,
     ProbabilityCache,
     ThresholdAccumulator,
+    apply_spatial_prior,
     dequantise_probability,
     encode_top_classes,
+    quantise_probability,
     select_from_top_classes,
     select_pseudo_labels,
 )
-from mlsl_gluon.pseudo_labels.cache import FORMAT_VERSION, SECOND_SHIFT, coarsen_later_codes
+from mlsl_gluon.pseudo_labels.cache import FORMAT_VERSION, spread_is_lossless
 
 META = {"round": 1, "checkpoint_digest": "abc", "K": 50, "patch_size": 512, "seed": 0,
         "num_classes": 4, "resolution": "native", "flip": True}
+C = 19
 
 
 def random_map(shape=(4, 30, 41), seed=0):
@@ -25,13 +28,27 @@ def random_map(shape=(4, 30, 41), seed=0):
     return (e / e.sum(0)).astype(np.float32)
 
 
+def dirichlet_scores(num, shape, seed, prior_alpha=0.1):
+    """Random 19-class maps times a random smoothed spatial prior (rare classes get small k)."""
+    rng = np.random.default_rng(seed)
+    prior = 0.9 * rng.dirichlet(np.full(C, prior_alpha), size=(8, 16)) + 0.1 / C
+    prior = prior.transpose(2, 0, 1).astype(np.float32)
+    maps = [rng.dirichlet(np.full(C, 0.3), size=shape).transpose(2, 0, 1).astype(np.float32)
+            for _ in range(num)]
+    return [apply_spatial_prior(m, prior) for m in maps]
+
+
 def test_round_trip_and_names(tmp_path):
     prob = random_map()
     valid = np.ones(prob.shape[1:], bool)
     valid[0, :5] = False
-    top_class, top_code = encode_top_classes(prob, top=2, valid=valid)
-    assert top_class.shape == (2, 30, 41) and top_code.dtype == np.uint16
+    top_class, top_code = encode_top_classes(prob, top=3, valid=valid)
+    assert top_class.shape == (3, 30, 41) and top_code.dtype == np.uint16
     assert np.array_equal(top_class[0][valid], prob.argmax(0)[valid])
+    order = np.argsort(-prob, axis=0, kind="stable")[:3]
+    assert np.array_equal(top_class[:, valid], order[:, valid])
+    expected_code = quantise_probability(np.take_along_axis(prob, order, 0))
+    assert np.array_equal(top_code[:, valid], expected_code[:, valid])
     assert np.all(top_class[:, ~valid] == 255)
     path = tmp_path / "c.h5"
     with ProbabilityCache(str(path), META) as cache:
@@ -40,81 +57,93 @@ def test_round_trip_and_names(tmp_path):
     with ProbabilityCache(str(path), META, mode="r") as cache:
         assert cache.names() == ["aachen/aachen_000000_000019"]
         c, code, uncovered = cache.read("aachen/aachen_000000_000019")
-        assert np.array_equal(c, top_class) and uncovered == 5
-        assert np.array_equal(code, coarsen_later_codes(top_code, SECOND_SHIFT))
+        assert np.array_equal(c, top_class) and np.array_equal(code, top_code) and uncovered == 5
         assert 0 < cache.entry_nbytes("aachen/aachen_000000_000019") < top_code.nbytes + top_class.nbytes
         with pytest.raises(CacheError, match="no entry"):
             cache.read("missing")
 
 
+def cached_round(scores, top, portion, floor=0.0, shift=0):
+    """What a round does: encode, thresholds from the cached first-class codes, select."""
+    encoded = [encode_top_classes(s, top=top, shift=shift, floor=floor) for s in scores]
+    acc = ThresholdAccumulator(scores[0].shape[0], shift)
+    for top_class, top_code in encoded:
+        acc.update_codes(top_class[0], top_code[0])
+    k = acc.thresholds(portion)
+    labels = [select_from_top_classes(c, dequantise_probability(code, shift), k) for c, code in encoded]
+    return k, labels
+
+
 @pytest.mark.parametrize("shift", [0, 2])
-def test_cached_selection_equals_full_precision(shift):
+def test_cached_thresholds_and_decisions_equal_full_precision(shift):
     maps = [random_map(seed=s) for s in range(4)]
     full = ThresholdAccumulator(4, shift)
-    cached = ThresholdAccumulator(4, shift)
-    encoded = []
     for m in maps:
         full.update(m)
-        top_class, top_code = encode_top_classes(m, top=4, shift=shift)
-        cached.update_codes(top_class[0], top_code[0])
-        encoded.append((top_class, top_code))
-    k = full.thresholds(0.35)
-    assert np.array_equal(k, cached.thresholds(0.35))
-    for m, (top_class, top_code) in zip(maps, encoded):
-        from_cache = select_from_top_classes(top_class, dequantise_probability(top_code, shift), k)
-        # Every single-class decision p >= k_c is exact; only cross-class ratio comparisons
-        # see the quantisation, so allow at most one pixel in 1000.
-        assert (from_cache == select_pseudo_labels(m, k)).mean() >= 0.999
+    k, labels = cached_round(maps, 4, 0.35, shift=shift)
+    assert np.array_equal(k, full.thresholds(0.35))
+    for m, label in zip(maps, labels):
+        reference = select_pseudo_labels(m, k)
+        # Every test s >= k_c is exact (k_c is a grid point): a pixel is selected from the cache
+        # exactly when it is at full precision; only the order of near-equal ratios may differ.
+        assert np.array_equal(label == 255, reference == 255)
+        ratios = np.sort(m / k[:, None, None], axis=0)
+        near_tie = ratios[-1] - ratios[-2] < 2.0 ** -(10 - shift) * ratios[-1]
+        assert np.array_equal(label[~near_tie], reference[~near_tie])
 
 
-@pytest.mark.parametrize("shift", [0, 2])
-def test_later_codes_are_on_the_coarser_grid(tmp_path, shift):
-    prob = random_map(seed=3)
-    top_class, top_code = encode_top_classes(prob, top=3, shift=shift)
-    with ProbabilityCache(str(tmp_path / "c.h5"), META, second_shift=3) as cache:
-        cache.write("x", top_class, top_code)
-        code = cache.read("x")[1]
-    assert np.array_equal(code, coarsen_later_codes(top_code, 3))
-    # Cleared low bits = the largest point <= p of the grid 3 bits coarser.
-    later = np.take_along_axis(prob, top_class[1:].astype(np.int64), axis=0)
-    expected = dequantise_probability(encode_top_classes(prob, top=3, shift=shift + 3)[1][1:], shift + 3)
-    assert np.array_equal(dequantise_probability(code[1:], shift), expected)
-    assert np.all(expected <= later) and np.all(later - expected < 2 ** -(10 - shift - 3))
+@pytest.mark.parametrize("shape, num", [((64, 128), 4), ((256, 512), 1)])
+def test_cache_selection_with_prior_agrees_with_full_precision(shape, num):
+    for seed in (0, 1):
+        scores = dirichlet_scores(num, shape, seed)
+        k, labels = cached_round(scores, 3, 0.5)
+        agree = np.mean([np.mean(a == select_pseudo_labels(s, k)) for a, s in zip(labels, scores)])
+        assert agree >= 0.9999
+        # Where the full-precision winner is a class ranked below 3rd, the cache cannot follow.
+        for s, label in zip(scores, labels):
+            winner = select_pseudo_labels(s, k)
+            order = np.argsort(-s, axis=0, kind="stable")
+            rank = np.argmax(order == winner.astype(np.int64)[None], axis=0)
+            assert np.all(label[(winner != 255) & (rank >= 3)] != winner[(winner != 255) & (rank >= 3)])
 
 
-def test_coarser_later_codes_select_like_full_precision_but_near_ties(tmp_path):
-    # Labels from a stored entry (second class 2 bits coarser) against full-precision selection
-    # with the same thresholds: only near-ties between the two classes may differ.
-    maps = [random_map(shape=(4, 60, 80), seed=s) for s in range(3)]
-    acc = ThresholdAccumulator(4)
-    with ProbabilityCache(str(tmp_path / "c.h5"), META, second_shift=2) as cache:
-        for i, m in enumerate(maps):
-            cache.write(str(i), *encode_top_classes(m, top=2))
-            top_class, top_code, _ = cache.read(str(i))
-            acc.update_codes(top_class[0], top_code[0])
-        k = acc.thresholds(0.4)
-        for i, m in enumerate(maps):
-            top_class, top_code, _ = cache.read(str(i))
-            label = select_from_top_classes(top_class, dequantise_probability(top_code), k)
-            reference = select_pseudo_labels(m, k)
-            sorted_p = np.sort(m / k[:, None, None], axis=0)
-            near_tie = (sorted_p[-1] - sorted_p[-2] < 0.01) | (np.abs(sorted_p[-2] - 1) < 0.01)
-            assert np.all(label[~near_tie] == reference[~near_tie])
-            assert (label != reference).mean() <= 0.002
+def test_without_prior_the_floor_is_lossless():
+    maps = [random_map(shape=(19, 40, 60), seed=s) for s in range(3)]
+    floor = float(dequantise_probability(quantise_probability(1.0 / 19)))
+    k_floor, with_floor = cached_round(maps, 3, 0.5, floor=floor)
+    k_all, without = cached_round(maps, 3, 0.5)
+    assert np.array_equal(k_floor, k_all) and np.all(k_all >= floor)
+    assert all(np.array_equal(a, b) for a, b in zip(with_floor, without))
 
 
-def test_second_shift_and_format_are_in_the_metadata(tmp_path):
+def test_spread_rule_is_lossless_when_the_thresholds_allow_it():
+    scores = dirichlet_scores(3, (48, 64), seed=2)
+    k, everything = cached_round(scores, 3, 0.5)
+    acc = ThresholdAccumulator(C)
+    for s in scores:
+        acc.update(s)
+    counts = acc.class_counts()
+    spread = k[counts > 0].max() / k.min()
+    assert spread_is_lossless(k, spread * 1.01, counts) and not spread_is_lossless(k, spread / 1.01, counts)
+    for factor, lossless in ((1.01, True), (1 / 4, False)):
+        encoded = [encode_top_classes(s, top=3, spread=spread * factor) for s in scores]
+        labels = [select_from_top_classes(c, dequantise_probability(code), k) for c, code in encoded]
+        same = all(np.array_equal(a, b) for a, b in zip(labels, everything))
+        assert same == lossless
+        dropped = sum(int((c[1:] == 255).sum()) for c, _ in encoded)
+        assert dropped > 0
+
+
+def test_format_version_is_in_the_metadata(tmp_path):
     path = tmp_path / "c.h5"
     with ProbabilityCache(str(path), META) as cache:
         cache.write("a", *encode_top_classes(random_map()))
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "a") as f:
         assert f.attrs["format_version"] == FORMAT_VERSION
-        assert f.attrs["second_code_shift"] == SECOND_SHIFT
-    other = SECOND_SHIFT + 1
-    with pytest.raises(CacheError, match=f"second_code_shift: cache has {SECOND_SHIFT}, expected {other}"):
-        ProbabilityCache(str(path), META, second_shift=other)
-    with pytest.raises(ValueError, match="second_shift"):
-        ProbabilityCache(str(tmp_path / "d.h5"), META, second_shift=12)
+        f.attrs["format_version"] = FORMAT_VERSION - 1
+    with pytest.raises(CacheError, match=f"format_version: cache has {FORMAT_VERSION - 1}, "
+                                         f"expected {FORMAT_VERSION}"):
+        ProbabilityCache(str(path), META)
 
 
 def test_second_class_floor():

@@ -1,9 +1,12 @@
 """SI / SISC inference (paper Sec. 3.2): aggregation known answers, seeding, contexts."""
+import dataclasses
+
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet.gluon import nn
 
+from mlsl_gluon.config import Config, pseudo_label_settings
 from mlsl_gluon.model import MLSLNet, init_params
 from mlsl_gluon.pseudo_labels import (
     accumulate_patches,
@@ -12,6 +15,12 @@ from mlsl_gluon.pseudo_labels import (
     single_inference,
     sisc_inference,
 )
+
+
+def sisc(net, image, ctx, seed=0, **fields):
+    """sisc_inference with the config's step-1 settings at native scale, ``fields`` changed."""
+    settings = dataclasses.replace(pseudo_label_settings(Config()), **{"longer_side": None, **fields})
+    return sisc_inference(net, image, ctx, settings, seed)
 
 
 class PixelwiseNet(nn.HybridBlock):
@@ -26,8 +35,9 @@ class PixelwiseNet(nn.HybridBlock):
     def hybrid_forward(self, F, x):
         return self.conv(x)
 
-    def predict(self, x):
-        return mx.nd.softmax(self(x), axis=1)
+    def predict(self, x, flip=False):
+        prob = mx.nd.softmax(self(x), axis=1)
+        return 0.5 * (prob + self.predict(x.flip(axis=3)).flip(axis=3)) if flip else prob
 
 
 def pixelwise_net(ctx=mx.cpu()):
@@ -87,11 +97,11 @@ def test_sisc_of_a_pixelwise_net_equals_si():
     net = pixelwise_net()
     si = single_inference(net, image, mx.cpu(), flip=True)
     assert si.shape == (3, 37, 53)
-    prob, covered = sisc_inference(net, image, mx.cpu(), K=6, patch_size=16, seed=1, batch_size=4)
+    prob, covered = sisc(net, image, mx.cpu(), K=6, patch_size=16, seed=1, batch_size=4)
     assert covered.all()
     np.testing.assert_allclose(prob, si, atol=1e-6)
     # Without the SI prediction only the patches' pixels are covered; the rest stays 0.
-    prob, covered = sisc_inference(net, image, mx.cpu(), K=2, patch_size=8, seed=1, include_si=False)
+    prob, covered = sisc(net, image, mx.cpu(), K=2, patch_size=8, seed=1, include_si=False)
     corners, _ = sample_patch_corners(37, 53, 8, 2, 1)
     expected = np.zeros((37, 53), bool)
     for y, x in corners:
@@ -100,14 +110,14 @@ def test_sisc_of_a_pixelwise_net_equals_si():
     assert np.all(prob[:, ~covered] == 0)
     np.testing.assert_allclose(prob[:, covered], si[:, covered], atol=1e-6)
     with pytest.raises(ValueError, match="K >= 1"):
-        sisc_inference(net, image, mx.cpu(), K=0, include_si=False)
+        sisc(net, image, mx.cpu(), K=0, include_si=False)
 
 
 def test_longer_side_returns_full_resolution():
     image = np.zeros((40, 60, 3), np.uint8)
     net = pixelwise_net()
     assert single_inference(net, image, mx.cpu(), longer_side=30).shape == (3, 40, 60)
-    prob, covered = sisc_inference(net, image, mx.cpu(), K=2, patch_size=8, longer_side=30)
+    prob, covered = sisc(net, image, mx.cpu(), K=2, patch_size=8, longer_side=30)
     assert prob.shape == (3, 40, 60) and covered.shape == (40, 60)
 
 
@@ -122,9 +132,9 @@ def tiny_mlsl_two_ctx():
 def test_seeded_sisc_is_reproducible(tiny_mlsl_two_ctx):
     image = np.random.default_rng(1).integers(0, 256, size=(48, 72, 3), dtype=np.uint8)
     kwargs = dict(K=5, patch_size=24, batch_size=2)
-    a, _ = sisc_inference(tiny_mlsl_two_ctx, image, mx.cpu(0), seed=3, **kwargs)
-    b, _ = sisc_inference(tiny_mlsl_two_ctx, image, mx.cpu(0), seed=3, **kwargs)
-    c, _ = sisc_inference(tiny_mlsl_two_ctx, image, mx.cpu(0), seed=4, **kwargs)
+    a, _ = sisc(tiny_mlsl_two_ctx, image, mx.cpu(0), seed=3, **kwargs)
+    b, _ = sisc(tiny_mlsl_two_ctx, image, mx.cpu(0), seed=3, **kwargs)
+    c, _ = sisc(tiny_mlsl_two_ctx, image, mx.cpu(0), seed=4, **kwargs)
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
     np.testing.assert_allclose(a.sum(0), 1, atol=1e-5)
@@ -133,6 +143,6 @@ def test_seeded_sisc_is_reproducible(tiny_mlsl_two_ctx):
 def test_two_contexts_give_the_same_probabilities(tiny_mlsl_two_ctx):
     image = np.random.default_rng(2).integers(0, 256, size=(48, 72, 3), dtype=np.uint8)
     kwargs = dict(K=6, patch_size=24, seed=5, batch_size=4)
-    one, _ = sisc_inference(tiny_mlsl_two_ctx, image, [mx.cpu(0)], **kwargs)
-    two, _ = sisc_inference(tiny_mlsl_two_ctx, image, [mx.cpu(0), mx.cpu(1)], **kwargs)
+    one, _ = sisc(tiny_mlsl_two_ctx, image, [mx.cpu(0)], **kwargs)
+    two, _ = sisc(tiny_mlsl_two_ctx, image, [mx.cpu(0), mx.cpu(1)], **kwargs)
     np.testing.assert_allclose(one, two, atol=1e-6)

@@ -1,4 +1,5 @@
 """The per-round pseudo-label pass: outputs, resume after a kill, shards, stale caches, CLI."""
+import dataclasses
 import json
 
 import cv2
@@ -10,12 +11,14 @@ from mxnet.gluon import nn
 
 import mlsl_gluon.pseudo_labels.round as round_module
 from mlsl_gluon.cli import main
+from mlsl_gluon.config import Config, pseudo_label_settings
 from mlsl_gluon.pseudo_labels import (
     CacheError,
     combine_pseudo_label_round,
     pseudo_weak_labels,
     run_pseudo_label_round,
 )
+from mlsl_gluon.pseudo_labels.round import RoundFolder
 
 NUM_CLASSES = 4
 
@@ -31,8 +34,9 @@ class ContextNet(nn.HybridBlock):
     def hybrid_forward(self, F, x):
         return self.conv(x)
 
-    def predict(self, x):
-        return mx.nd.softmax(self(x) * 4, axis=1)
+    def predict(self, x, flip=False):
+        prob = mx.nd.softmax(self(x) * 4, axis=1)
+        return 0.5 * (prob + self.predict(x.flip(axis=3)).flip(axis=3)) if flip else prob
 
 
 class TinyTarget:
@@ -61,8 +65,14 @@ def net():
 
 
 SIZES = np.array([0.3, 0.2, 0.1, 0.05])
-ROUND = dict(round_idx=2, portion=0.3, ctx=mx.cpu(), K=4, patch_size=16, seed=3, batch_size=3,
-             class_mean_sizes=SIZES, checkpoint_digest="w1")
+SETTINGS = dataclasses.replace(pseudo_label_settings(Config()), method="sisc", K=4, patch_size=16, seed=3,
+                               batch_size=3, longer_side=None, spatial_prior=False, weak_labels=True)
+ROUND = dict(portion=0.3, ctx=mx.cpu(), settings=SETTINGS, checkpoint_digest="w1",
+             source_stats={"class_mean_sizes": SIZES, "spatial_prior": None})
+
+
+def folder(path, shard=(0, 1), colour=False):
+    return RoundFolder(str(path), 2, shard, colour)
 
 
 def read_labels(out_dir, names):
@@ -71,7 +81,7 @@ def read_labels(out_dir, names):
 
 def test_round_writes_labels_weak_labels_and_stats(net, tmp_path):
     data = TinyTarget()
-    stats = run_pseudo_label_round(net, data, str(tmp_path), **ROUND)
+    stats = run_pseudo_label_round(net, data, folder(tmp_path), **ROUND)
     labels = read_labels(tmp_path, data.names)
     weak = json.loads((tmp_path / "weak_labels.json").read_text())
     on_disk = json.loads((tmp_path / "stats.json").read_text())
@@ -95,7 +105,7 @@ def test_vanished_class_is_reported(tmp_path, caplog):
     # Near-uniform probabilities never reach k_c = 1, the threshold at portion 0.
     flat = ContextNet()
     flat.initialize(mx.init.Normal(0.001), ctx=mx.cpu())
-    stats = run_pseudo_label_round(flat, TinyTarget(count=2), str(tmp_path), **dict(ROUND, portion=0.0))
+    stats = run_pseudo_label_round(flat, TinyTarget(count=2), folder(tmp_path), **dict(ROUND, portion=0.0))
     assert stats["thresholds"] == [1.0] * NUM_CLASSES
     assert stats["vanished_classes"] == ["0", "1", "2", "3"]
     assert "self-training can collapse" in caplog.text
@@ -103,7 +113,7 @@ def test_vanished_class_is_reported(tmp_path, caplog):
 
 def test_resume_after_a_kill_skips_finished_images(net, tmp_path, monkeypatch):
     data = TinyTarget()
-    reference = run_pseudo_label_round(net, data, str(tmp_path / "whole"), **ROUND)
+    reference = run_pseudo_label_round(net, data, folder(tmp_path / "whole"), **ROUND)
     real = round_module.sisc_inference
     calls = []
 
@@ -115,7 +125,7 @@ def test_resume_after_a_kill_skips_finished_images(net, tmp_path, monkeypatch):
 
     monkeypatch.setattr(round_module, "sisc_inference", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
-        run_pseudo_label_round(net, data, str(tmp_path / "resumed"), **ROUND)
+        run_pseudo_label_round(net, data, folder(tmp_path / "resumed"), **ROUND)
     calls.clear()
 
     def counting(*args, **kwargs):
@@ -123,7 +133,7 @@ def test_resume_after_a_kill_skips_finished_images(net, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(round_module, "sisc_inference", counting)
-    resumed = run_pseudo_label_round(net, data, str(tmp_path / "resumed"), **ROUND)
+    resumed = run_pseudo_label_round(net, data, folder(tmp_path / "resumed"), **ROUND)
     assert len(calls) == 3  # only the images not finished before the kill
     assert resumed["thresholds"] == reference["thresholds"]
     assert resumed["selected_pixels_per_class"] == reference["selected_pixels_per_class"]
@@ -133,15 +143,15 @@ def test_resume_after_a_kill_skips_finished_images(net, tmp_path, monkeypatch):
 
 def test_shards_combine_to_one_pass(net, tmp_path):
     data = TinyTarget()
-    single = run_pseudo_label_round(net, data, str(tmp_path / "single"), **ROUND)
+    single = run_pseudo_label_round(net, data, folder(tmp_path / "single"), **ROUND)
     out = tmp_path / "sharded"
-    first = run_pseudo_label_round(net, data, str(out), shard=(0, 2), **ROUND)
+    first = run_pseudo_label_round(net, data, folder(out, (0, 2)), **ROUND)
     assert first["images"] == 3 and not (out / "stats.json").exists()
     with pytest.raises(FileNotFoundError, match="1 of 2 shards"):
-        combine_pseudo_label_round(str(out), round_idx=2, portion=0.3, num_shards=2)
-    run_pseudo_label_round(net, data, str(out), shard=(1, 2), **ROUND)
-    combined = combine_pseudo_label_round(str(out), round_idx=2, portion=0.3, num_shards=2,
-                                          class_mean_sizes=SIZES)
+        combine_pseudo_label_round(folder(out), portion=0.3, num_shards=2)
+    run_pseudo_label_round(net, data, folder(out, (1, 2)), **ROUND)
+    combined = combine_pseudo_label_round(folder(out), portion=0.3, num_shards=2,
+                                          class_mean_sizes=SIZES, eta=SETTINGS.eta)
     assert combined["thresholds"] == single["thresholds"]
     assert combined["selected_pixels_per_class"] == single["selected_pixels_per_class"]
     a, b = read_labels(tmp_path / "single", data.names), read_labels(out, data.names)
@@ -152,20 +162,22 @@ def test_shards_combine_to_one_pass(net, tmp_path):
 
 def test_cache_of_other_weights_is_refused(net, tmp_path, monkeypatch):
     data = TinyTarget(count=2)
-    run_pseudo_label_round(net, data, str(tmp_path), **ROUND)
+    run_pseudo_label_round(net, data, folder(tmp_path), **ROUND)
     with pytest.raises(CacheError, match="checkpoint_digest: cache has 'w1', expected 'w2'"):
-        run_pseudo_label_round(net, data, str(tmp_path), **dict(ROUND, checkpoint_digest="w2"))
+        run_pseudo_label_round(net, data, folder(tmp_path), **dict(ROUND, checkpoint_digest="w2"))
     calls = []
     real = round_module.sisc_inference
     monkeypatch.setattr(round_module, "sisc_inference", lambda *a, **k: calls.append(1) or real(*a, **k))
-    run_pseudo_label_round(net, data, str(tmp_path), regenerate=True, **dict(ROUND, checkpoint_digest="w2"))
+    run_pseudo_label_round(net, data, folder(tmp_path), regenerate=True,
+                           **dict(ROUND, checkpoint_digest="w2"))
     assert len(calls) == 2  # regenerated: nothing reused
 
 
 def test_without_si_uncovered_pixels_are_unlabelled(net, tmp_path):
     data = TinyTarget(count=2)
-    stats = run_pseudo_label_round(net, data, str(tmp_path),
-                                   **dict(ROUND, K=1, include_si=False, portion=1.0))
+    stats = run_pseudo_label_round(net, data, folder(tmp_path),
+                                   **dict(ROUND, portion=1.0,
+                                            settings=dataclasses.replace(SETTINGS, K=1, include_si=False)))
     assert stats["uncovered_pixels"] == 2 * (26 * 38 - 16 * 16)
     for label in read_labels(tmp_path, data.names).values():
         assert (label != 255).sum() <= 16 * 16
@@ -173,8 +185,8 @@ def test_without_si_uncovered_pixels_are_unlabelled(net, tmp_path):
 
 def test_si_method_and_colour(net, tmp_path):
     data = TinyTarget(count=2)
-    stats = run_pseudo_label_round(net, data, str(tmp_path), save_colour=True,
-                                   **dict(ROUND, method="si"))
+    stats = run_pseudo_label_round(net, data, folder(tmp_path, colour=True),
+                                   **dict(ROUND, settings=dataclasses.replace(SETTINGS, method="si")))
     assert stats["settings"]["method"] == "si" and stats["settings"]["K"] == 0
     colour = cv2.imread(str(tmp_path / "colour" / f"{data.names[0]}.png"))
     assert colour.shape == (26, 38, 3)
@@ -196,9 +208,9 @@ def test_pseudo_label_cli_with_shards(tmp_path):
     weights = tmp_path / "w.params"
     save_weights(net, str(weights))
     out = tmp_path / "round0"
-    common = ["--round", "0", "--portion", "0.2", "--out", str(out)]
+    common = ["--round", "0", "--portion", "0.2", "--out", str(out), "--method", "sisc", "--no-spatial-prior"]
     run = ["pseudo-label", "--weights", str(weights), "--data-root", str(root), "--K", "2",
-           "--patch-size", "32", "--no-flip"] + common
+           "--patch-size", "32", "--no-flip", "--longer-side", "64"] + common
     for shard in ("0/2", "1/2"):
         result = CliRunner().invoke(main, run + ["--shard", shard])
         assert result.exit_code == 0, result.output

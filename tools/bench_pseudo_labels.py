@@ -1,5 +1,6 @@
-"""Benchmark of the pseudo-label step on CPU: cache size, cache-vs-full-precision label agreement,
-peak memory of threshold computation + selection, and the SISC overhead over the bare forwards.
+"""Benchmark of the pseudo-label step on CPU: cache size, cache-vs-full-precision label agreement
+and threshold error (without and with the spatial prior), peak memory of threshold computation +
+selection, and the SISC overhead over the bare forwards.
 
 Usage: OMP_NUM_THREADS=1 python tools/bench_pseudo_labels.py [--width 0.0625] [--K 4] [--runs 3]
        [--network trained|random] [--train-iterations 150]
@@ -10,10 +11,13 @@ the Cityscapes sample of ../shared/data/real_samples when present. The headline 
 generated source scenes (GTA5 format): what a source model's probabilities look like, peaked
 and spatially coherent, unlike a random-weight network's near-uniform, noisy ones. The cache
 figures of the other network are printed too, and reported under ``<other>_network`` in the
-JSON. Nothing is tuned on labels of the test images (they are never read): this is a storage
-benchmark. Figures are printed; the last line is one JSON object.
+JSON. The spatial prior is computed (``spatial_prior``, Laplace alpha 1) from the labels of the
+generated source scenes the network was trained on. Nothing is tuned on labels of the test
+images (they are never read): this is a storage benchmark. Figures are printed; the last line is
+one JSON object.
 """
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -51,12 +55,9 @@ def rss_worker(num_images, seed=0):
     pixel at 1024x2048), generated on the fly; pass 1 accumulates the threshold histograms and
     pass 2 selects, exactly as combine_pseudo_label_round does, minus the HDF5 reads.
     """
-    from mlsl_gluon.pseudo_labels.selection import (
-        ThresholdAccumulator,
-        dequantise_probability,
-        num_probability_codes,
-        select_from_top_classes,
-    )
+    from mlsl_gluon.pseudo_labels.grid import dequantise_probability, num_probability_codes
+    from mlsl_gluon.pseudo_labels.selection import select_from_top_classes
+    from mlsl_gluon.pseudo_labels.thresholds import ThresholdAccumulator
 
     shift = 2
 
@@ -105,7 +106,8 @@ def trained_network(width, iterations, seed, ctx):
 
     Source-only SGD as the demo does it from a random trunk (batch statistics, lr 0.02):
     ``iterations`` steps of 4 random 256x256 crops of 30 512x1024 frames written by
-    ``generate_demo_data`` and read back by the GTA5 reader. Returns ``(net, last epoch loss)``.
+    ``generate_demo_data`` and read back by the GTA5 reader. Returns ``(net, last epoch loss,
+    spatial prior of those source labels)``.
     """
     import mxnet as mx
 
@@ -113,6 +115,7 @@ def trained_network(width, iterations, seed, ctx):
     from mlsl_gluon.data.transforms import normalize, subsample_label
     from mlsl_gluon.demo.synthetic import generate_demo_data
     from mlsl_gluon.model import MLSLNet, init_params
+    from mlsl_gluon.pseudo_labels import spatial_prior
     from mlsl_gluon.training.engine import build_trainer, train_epoch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,6 +123,7 @@ def trained_network(width, iterations, seed, ctx):
                                    size=(512, 1024), source_format="gta5")
         source = GTA5(roots["gta5"], frame_size=None)
         frames = [source[i][:2] for i in range(len(source))]
+    prior = spatial_prior([label for _, label in frames], CLASSES)
     mx.random.seed(seed)
     net = MLSLNet(num_classes=CLASSES, width=width, with_classifier=False, freeze_bn=False)
     init_params(net, ctx=ctx)
@@ -144,7 +148,7 @@ def trained_network(width, iterations, seed, ctx):
             return (batch() for _ in range(iterations))
 
     losses = train_epoch(net, trainer, Batches(), [ctx], progress=False, log_every=0)
-    return net, losses["seg"]
+    return net, losses["seg"], prior
 
 
 class InMemoryTarget:
@@ -158,16 +162,62 @@ class InMemoryTarget:
         return self.images[i], None, self.names[i]
 
 
-def exact_thresholds(prob_maps, portion):
-    pred = np.concatenate([p.argmax(0).ravel() for p in prob_maps])
-    conf = np.concatenate([p.max(0).ravel() for p in prob_maps])
+def exact_thresholds(score_maps, portion):
+    """SPEC section 3 by sorting every pixel's score (k = 1 for an empty class, rank 0 or score 0)."""
+    pred = np.concatenate([p.argmax(0).ravel() for p in score_maps])
+    conf = np.concatenate([p.max(0).ravel() for p in score_maps])
     k = np.ones(CLASSES)
     for c in range(CLASSES):
         values = np.sort(conf[pred == c])[::-1]
         rank = int(np.floor(len(values) * portion))
-        if rank:
+        if rank and values[rank - 1] > 0:
             k[c] = values[rank - 1]
     return k
+
+
+def prior_figures(probs, names, prior, portion=0.5):
+    """With the spatial prior: the round's cache path (top 3 classes by prior-weighted score, later
+    classes below 1/LATER_CLASS_SPREAD of the first dropped, grid thresholds from the cached codes)
+    against the exact definition on the float32 scores.
+
+    Returns (largest entry in bytes, max relative threshold error over classes with an exact
+    threshold >= 1e-6, agreement with exact selection, agreement with full-precision selection
+    under the cache's thresholds)."""
+    from mlsl_gluon.pseudo_labels import (
+        ProbabilityCache,
+        ThresholdAccumulator,
+        apply_spatial_prior,
+        dequantise_probability,
+        encode_top_classes,
+        select_from_top_classes,
+        select_pseudo_labels,
+    )
+    from mlsl_gluon.pseudo_labels.cache import LATER_CLASS_SPREAD, spread_is_lossless
+
+    scores = [apply_spatial_prior(p, prior) for p, _ in probs]
+    exact = exact_thresholds(scores, portion)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
+        for name, score, (_, covered) in zip(names, scores, probs):
+            cache.write(name, *encode_top_classes(score, valid=covered, spread=LATER_CLASS_SPREAD))
+        sizes = [int(cache.entry_nbytes(n)) for n in names]
+        entries = [cache.read(n) for n in names]
+        cache.close()
+    acc = ThresholdAccumulator(CLASSES)
+    for top_class, top_code, _ in entries:
+        acc.update_codes(top_class[0], top_code[0], valid=top_class[0] != 255)
+    k = acc.thresholds(portion)
+    ranked = exact >= 1e-6
+    rel_error = float(np.max(np.abs(k[ranked] - exact[ranked]) / exact[ranked]))
+    cached = [select_from_top_classes(c, dequantise_probability(code), k) for c, code, _ in entries]
+    vs_exact = float(np.mean([np.mean(a == select_pseudo_labels(s, exact)) for a, s in zip(cached, scores)]))
+    vs_same = float(np.mean([np.mean(a == select_pseudo_labels(s, k)) for a, s in zip(cached, scores)]))
+    print(f"  with the spatial prior, portion {portion}: cache bytes per image {sizes}; max relative "
+          f"threshold error {rel_error:.2e} (classes with k >= 1e-6: {int(ranked.sum())}); labels from "
+          f"the cache agree with exact selection on {vs_exact:.6f} of pixels, with full-precision "
+          f"selection under the same thresholds on {vs_same:.6f}; thresholds {k.min():.2e}..{k.max():.2e}, "
+          f"spread rule lossless: {spread_is_lossless(k, LATER_CLASS_SPREAD, acc.class_counts())}")
+    return max(sizes), rel_error, vs_exact, vs_same
 
 
 def cache_figures(probs, names, variants):
@@ -186,9 +236,9 @@ def cache_figures(probs, names, variants):
         exact = exact_thresholds([p for p, _ in probs], portion)
         references[portion] = exact, [select_pseudo_labels(p, exact) for p, _ in probs]
     figures = {}
-    for title, (top, shift, floor, second_shift) in variants.items():
+    for title, (top, shift, floor) in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
-            cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1}, second_shift=second_shift)
+            cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
             for name, (prob, covered) in zip(names, probs):
                 cache.write(name, *encode_top_classes(prob, top, valid=covered, shift=shift, floor=floor))
             sizes = [int(cache.entry_nbytes(n)) for n in names]
@@ -233,6 +283,7 @@ def main():
 
     import mxnet as mx
 
+    from mlsl_gluon.config import Config, pseudo_label_settings
     from mlsl_gluon.data.transforms import normalize
     from mlsl_gluon.model import MLSLNet, init_params
     from mlsl_gluon.pseudo_labels import (
@@ -244,14 +295,18 @@ def main():
         sample_patch_corners,
         sisc_inference,
     )
+    from mlsl_gluon.pseudo_labels.round import RoundFolder
 
     ctx = mx.cpu()
     images, names = benchmark_images()
-    sisc = dict(K=args.K, patch_size=args.patch_size, flip=True, batch_size=args.batch_size)
+    # The config's step-1 settings with the benchmark's SISC sizes, at native resolution.
+    sisc = dataclasses.replace(pseudo_label_settings(Config()), method="sisc", K=args.K,
+                               patch_size=args.patch_size, flip=True, batch_size=args.batch_size,
+                               longer_side=None, spatial_prior=False, weak_labels=False, seed=0)
     print(f"images: {len(images)} x {HEIGHT}x{WIDTH} ({', '.join(names)}); {CLASSES} classes; SISC "
           f"K={args.K}, patch {args.patch_size}, flip, batch {args.batch_size}")
     start = time.time()
-    trained, loss = trained_network(args.width, args.train_iterations, 0, ctx)
+    trained, loss, prior = trained_network(args.width, args.train_iterations, 0, ctx)
     print(f"TRAINED network: MLSLNet width={args.width:g}, {args.train_iterations} source-only steps of "
           f"4 256x256 crops on generated GTA5-format scenes, last seg loss {loss:.3f} "
           f"({time.time() - start:.0f} s)")
@@ -264,19 +319,19 @@ def main():
     # 1. Cache size and agreement with full-precision labels (exact sort-based thresholds on the
     # float32 SISC maps): the round's default cache settings and two variants.
     floor = float(dequantise_probability(quantise_probability(1.0 / CLASSES)))
-    variants = {"default (top 2 classes, float16 grid)": (2, 0, floor, 0),
-                "second class 2 bits coarser (second_shift=2)": (2, 0, floor, 2),
-                "compact (top 1 class, grid shift 2)": (1, 2, 0.0, 0)}
+    variants = {"default without a prior (top 2 classes, relative grid)": (2, 0, floor),
+                "top 3 classes": (3, 0, floor),
+                "compact (top 1 class, grid shift 2)": (1, 2, 0.0)}
     headline = next(iter(variants))
     figures = {}
     for kind in (args.network, "random" if args.network == "trained" else "trained"):
         net = networks[kind]
         predict_batch(net, normalize(images[0][:64, :64])[None], ctx)  # build the cached graph
-        probs = [sisc_inference(net, image, ctx, seed=patch_seed(0, name), **sisc)
+        probs = [sisc_inference(net, image, ctx, sisc, patch_seed(0, name))
                  for name, image in zip(names, images)]
         top1 = np.mean([np.mean(p.max(0)) for p, _ in probs])
         print(f"{kind.upper()} network (mean top-1 probability {top1:.3f}):")
-        figures[kind] = cache_figures(probs, names, variants)[headline]
+        figures[kind] = cache_figures(probs, names, variants)[headline] + prior_figures(probs, names, prior)
         del probs
 
     # 2. Peak RSS of thresholds + selection over 100 and 500 images, each in its own process.
@@ -309,8 +364,8 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             start, start_cpu = time.time(), time.process_time()
             # Shard 0 of 2 of a one-image set: pass 1 only (inference + cache), no selection.
-            run_pseudo_label_round(net, InMemoryTarget([image], [name]), tmp, round_idx=0, portion=0.3,
-                                   ctx=ctx, seed=0, shard=(0, 2), **sisc)
+            run_pseudo_label_round(net, InMemoryTarget([image], [name]), RoundFolder(tmp, 0, (0, 2)),
+                                   portion=0.3, ctx=ctx, settings=sisc)
             whole.append(time.time() - start)
             whole_cpu.append(time.process_time() - start_cpu)
     ratio = statistics.median(whole) / statistics.median(forwards)
@@ -325,10 +380,17 @@ def main():
         "network": args.network,
         "cache_bytes_per_image": int(figures[args.network][0]),
         "label_agreement": round(figures[args.network][1], 6),
+        "cache_bytes_per_image_prior": int(figures[args.network][2]),
+        "threshold_rel_error_prior": float(f"{figures[args.network][3]:.3g}"),
+        "label_agreement_prior": round(figures[args.network][4], 6),
+        "label_agreement_prior_same_thresholds": round(figures[args.network][5], 6),
         "selection_peak_rss_mb": rss,
         "sisc_overhead_ratio": round(ratio, 3),
         f"{other}_network": {"cache_bytes_per_image": int(figures[other][0]),
-                             "label_agreement": round(figures[other][1], 6)},
+                             "label_agreement": round(figures[other][1], 6),
+                             "cache_bytes_per_image_prior": int(figures[other][2]),
+                             "threshold_rel_error_prior": float(f"{figures[other][3]:.3g}"),
+                             "label_agreement_prior": round(figures[other][4], 6)},
     }
     print(json.dumps(result))
 

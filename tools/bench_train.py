@@ -18,6 +18,7 @@ import time
 import mxnet as mx
 import numpy as np
 
+from mlsl_gluon.config import LossSettings
 from mlsl_gluon.model import MLSLNet, init_params
 from mlsl_gluon.training import build_trainer, train_epoch
 
@@ -41,11 +42,12 @@ def bench(num_ctx, *, width, size, batch_size, iters, runs, num_classes, use_cls
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = build_trainer(net, ctx, lr=1e-4)
     batches = synthetic_batches(iters, batch_size, size, num_classes)
-    train_epoch(net, trainer, batches[:1], ctx, use_cls=use_cls, progress=False)  # warm-up, graph build
+    loss = LossSettings(use_cls=use_cls)
+    train_epoch(net, trainer, batches[:1], ctx, loss=loss, progress=False)  # warm-up, graph build
     speeds = []
     for run in range(runs):
         start = time.perf_counter()
-        train_epoch(net, trainer, batches, ctx, use_cls=use_cls, progress=False, log_every=0)
+        train_epoch(net, trainer, batches, ctx, loss=loss, progress=False, log_every=0)
         mx.nd.waitall()
         elapsed = time.perf_counter() - start
         speeds.append(iters * batch_size / elapsed)

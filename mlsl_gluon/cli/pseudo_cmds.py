@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
+from ..config import METHODS, SOURCES, ConfigError, load_config, pseudo_label_settings
 from .common import load_segmentation_network, open_cityscapes, parse_ctx
 
 logger = logging.getLogger(__name__)
@@ -54,61 +54,115 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
     One streaming pass over the source labels (images are not decoded); memory does not grow
     with the number of images."""
     from ..data import GTA5, SYNTHIA, DatasetError
-    from ..pseudo_labels import SourceStatistics, save_source_stats
+    from ..pseudo_labels.source_stats import write_source_stats
 
     cls = GTA5 if source == "gta5" else SYNTHIA
     try:
         dataset = cls(str(data_root), list_file=None if list_file is None else str(list_file))
     except DatasetError as err:
         raise click.ClickException(str(err)) from None
-    counter = SourceStatistics(dataset.num_classes, _parse_grid(grid))
-    for i in tqdm(range(len(dataset)), desc=f"{source} statistics", unit="img"):
-        counter.update(dataset.read_label(i))
+    counter = write_source_stats(str(out), dataset, grid=_parse_grid(grid), alpha=alpha,
+                                 desc=f"{source} statistics")
     sizes = counter.class_mean_sizes()
-    save_source_stats(str(out), sizes, counter.spatial_prior(alpha), num_classes=dataset.num_classes,
-                      grid=counter.grid, alpha=alpha, num_images=counter.num_images, source=str(data_root))
     click.echo(f"{counter.num_images} {source} images -> {out} (grid {counter.grid[0]}x{counter.grid[1]}, "
                f"additive smoothing alpha={alpha})")
     click.echo("Eq. 4 class mean sizes: " + ", ".join(f"{s:.4f}" for s in sizes))
 
 
+# Options of `pseudo-label` that set a config field: left unset (None), the field keeps the value
+# of the (source, method) preset / --config, exactly as `train` would use it.
+CONFIG_OPTIONS = {
+    "K": ("pseudo_label", "K"), "patch_size": ("pseudo_label", "patch_size"),
+    "seed": ("experiment", "seed"), "flip": ("pseudo_label", "flip"),
+    "include_si": ("pseudo_label", "include_si_released"), "aggregation": ("pseudo_label", "aggregation"),
+    "batch_size": ("pseudo_label", "batch_size"), "longer_side": ("pseudo_label", "longer_side"),
+    "spatial_prior": ("pseudo_label", "spatial_prior"), "eta": ("pseudo_label", "eta"),
+}
+_FROM_CONFIG = " [default: the value `train` uses for this source and method]"
+
+
+def _config_of(config_file, overrides, source, method, given):
+    """The Config the given options describe, as `train` would resolve it."""
+    options = {}
+    for name, value in given.items():
+        if value is not None:
+            section, key = CONFIG_OPTIONS[name]
+            options.setdefault(section, {})[key] = value
+    try:
+        config = load_config(config_file, overrides, source=source, method=method, options=options)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    if config.experiment.method == "source-only":
+        raise click.UsageError(f"{config_file}: method source-only has no pseudo-labels; pass --method")
+    return config
+
+
+def _load_stats(path, settings, num_classes):
+    from ..pseudo_labels import load_source_stats
+
+    if path is None:
+        needs = [what for what, on in (("--spatial-prior", settings.spatial_prior),
+                                       ("pseudo weak labels (a -pwl method)", settings.weak_labels)) if on]
+        if needs:
+            raise click.UsageError(f"{' and '.join(needs)}: need --source-stats (from `mlsl-gluon stats`); "
+                                   f"or choose --no-spatial-prior / a method without -pwl")
+        return None
+    try:
+        stats = load_source_stats(str(path))
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if stats["num_classes"] != num_classes:
+        raise click.ClickException(f"{path}: statistics of {stats['num_classes']} classes, this source has "
+                                   f"{num_classes}")
+    return stats
+
+
 @click.command("pseudo-label")
+@click.option("--source", type=click.Choice(SOURCES), default=None,
+              help="Source domain of the network (default: the config file's, else gta5); sets the "
+                   "class count and, as for `train`, the defaults below.")
+@click.option("--method", type=click.Choice([m for m in METHODS if m != "source-only"]), default=None,
+              help="cbst* = single whole-image inference, sisc* = SISC patches (paper); -pwl also writes "
+                   "pseudo weak labels (default: the config file's, else sisc-pwl).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="experiments/*.yaml, as for `train`.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config field, as for `train` (applied last).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights of the fixed network (any format `evaluate` reads); not needed with "
-                   "--combine.")
+              help="Weights of the fixed network (any format `evaluate` reads); not needed to "
+                   "combine shards.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cityscapes root (leftImg8bit/; gtFine/ is not needed).")
 @click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True)
 @click.option("--list-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Optional list of the target images (e.g. CBST's 505-image subset).")
-@click.option("--num-classes", type=click.Choice(["19", "16"]), default=None,
-              help="Default: read from the weights.")
 @click.option("--width", type=float, default=None,
               help="Network width multiplier (default: from the weights).")
 @click.option("--round", "round_idx", type=int, required=True, help="Round number r.")
-@click.option("--portion", type=float, required=True, help="Target portion p of class-balanced selection.")
+@click.option("--portion", type=float, default=None,
+              help="Target portion p of class-balanced selection [default: p_r of the config].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Round folder: labels/, weak_labels.json, stats.json, shards/, cache/.")
-@click.option("--method", type=click.Choice(["sisc", "si"]), default="sisc", show_default=True,
-              help="SISC patches (paper) or single whole-image inference (CBST).")
-@click.option("--K", "K", type=int, default=50, show_default=True, help="SISC patches per image.")
-@click.option("--patch-size", type=int, default=512, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patch positions.")
-@click.option("--flip/--no-flip", default=True, show_default=True, help="Flip averaging.")
-@click.option("--include-si/--no-include-si", default=True, show_default=True,
+              help="Round folder: labels/, weak_labels.json, stats.json, shards/, probabilities*.h5 "
+                   "(`train` uses RUN/round_<rr>/pseudo).")
+@click.option("--K", "K", type=int, default=None, help="SISC patches per image." + _FROM_CONFIG)
+@click.option("--patch-size", type=int, default=None, help="SISC patch side." + _FROM_CONFIG)
+@click.option("--seed", type=int, default=None,
+              help="Run seed; round r's patch positions derive from it as in `train`." + _FROM_CONFIG)
+@click.option("--flip/--no-flip", default=None, help="Flip averaging." + _FROM_CONFIG)
+@click.option("--include-si/--no-include-si", default=None,
               help="Add the whole-image prediction with count 1 (released code); without it pixels "
-                   "no patch covers stay unlabelled.")
-@click.option("--aggregation", type=click.Choice(["probability", "vote"]), default="probability",
-              show_default=True, help="'vote' = the paper's relative-frequency ablation.")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Patches per network call.")
-@click.option("--longer-side", type=int, default=None, help="Inference scale (default: native).")
+                   "no patch covers stay unlabelled." + _FROM_CONFIG)
+@click.option("--aggregation", type=click.Choice(["probability", "vote"]), default=None,
+              help="'vote' = the paper's relative-frequency ablation." + _FROM_CONFIG)
+@click.option("--batch-size", type=int, default=None, help="Patches per network call." + _FROM_CONFIG)
+@click.option("--longer-side", type=int, default=None,
+              help="Inference scale: longer image side in pixels." + _FROM_CONFIG)
 @click.option("--source-stats", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File from `mlsl-gluon stats`: enables pseudo weak labels (and --spatial-prior).")
-@click.option("--spatial-prior/--no-spatial-prior", default=False, show_default=True,
-              help="Multiply the spatial prior of --source-stats into the probabilities (CBST-SP).")
-@click.option("--eta", type=float, default=0.05, show_default=True, help="PWL factor eta.")
-@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="HDF5 probability cache [default: OUT/cache/round<r>.h5].")
+              help="File from `mlsl-gluon stats`: needed for pseudo weak labels and the spatial prior.")
+@click.option("--spatial-prior/--no-spatial-prior", default=None,
+              help="Multiply the spatial prior of --source-stats into the probabilities (CBST-SP; on for "
+                   "gta5)." + _FROM_CONFIG)
+@click.option("--eta", type=float, default=None, help="PWL factor eta." + _FROM_CONFIG)
 @click.option("--shard", default="0/1", show_default=True,
               help="'i/n': label images i, i+n, ... only (pass 1); finish with --combine.")
 @click.option("--combine", is_flag=True,
@@ -117,34 +171,29 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
               help="Recreate a cache made with other settings instead of refusing it.")
 @click.option("--colour", is_flag=True, help="Also write colour visualisations to OUT/colour/.")
 @click.option("--ctx", "ctx_spec", default="cpu", show_default=True, help="'cpu', 'gpu:0', 'gpu:0,1'.")
-def pseudo_label_command(weights, data_root, split, list_file, num_classes, width, round_idx, portion, out,
-                         method, K, patch_size, seed, flip, include_si, aggregation, batch_size,
-                         longer_side, source_stats, spatial_prior, eta, cache_path, shard, combine,
+def pseudo_label_command(source, method, config_file, overrides, weights, data_root, split, list_file, width,
+                         round_idx, portion, out, K, patch_size, seed, flip, include_si, aggregation,
+                         batch_size, longer_side, source_stats, spatial_prior, eta, shard, combine,
                          regenerate, colour, ctx_spec):
-    """Pseudo-labels of one round (step 1): SI/SISC inference, class-balanced selection and PWL."""
-    from ..pseudo_labels import (
-        CacheError,
-        combine_pseudo_label_round,
-        load_source_stats,
-        run_pseudo_label_round,
-    )
-    from ..training.rounds import file_digest
+    """Pseudo-labels of one round (step 1): SI/SISC inference, class-balanced selection and PWL.
 
-    shard_index, shard_count = _parse_shard(shard)
-    stats = None
-    if source_stats is not None:
-        try:
-            stats = load_source_stats(str(source_stats))
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-    elif spatial_prior:
-        raise click.UsageError("--spatial-prior needs --source-stats")
-    sizes = None if stats is None else stats["class_mean_sizes"]
+    Settings, cache, patch seeds and folder layout are those of `train`, so a round made here
+    (whole or in shards) is reused by `train` and the other way round."""
+    from ..pseudo_labels import CacheError, combine_pseudo_label_round, run_pseudo_label_round
+    from ..pseudo_labels.round import RoundFolder, file_digest
+
+    config = _config_of(config_file, overrides, source, method, dict(
+        K=K, patch_size=patch_size, seed=seed, flip=flip, include_si=include_si, aggregation=aggregation,
+        batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior, eta=eta))
+    settings = pseudo_label_settings(config)
+    portion = settings.portion(round_idx) if portion is None else portion
+    folder = RoundFolder(str(out), round_idx, _parse_shard(shard), colour=colour)
+    stats = _load_stats(source_stats, settings, config.num_classes)
     if combine:
+        sizes = stats["class_mean_sizes"] if settings.weak_labels else None
         try:
-            result = combine_pseudo_label_round(str(out), round_idx=round_idx, portion=portion,
-                                                num_shards=shard_count, class_mean_sizes=sizes, eta=eta,
-                                                save_colour=colour)
+            result = combine_pseudo_label_round(folder, portion=portion, num_shards=folder.shard[1],
+                                                class_mean_sizes=sizes, eta=settings.eta)
         except (CacheError, FileNotFoundError, ValueError) as err:
             raise click.ClickException(str(err)) from None
     else:
@@ -154,21 +203,16 @@ def pseudo_label_command(weights, data_root, split, list_file, num_classes, widt
             ctx = parse_ctx(ctx_spec)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--ctx") from None
-        classes = None if num_classes is None else int(num_classes)
-        net, info = load_segmentation_network(weights, ctx, classes, width)
-        dataset = open_cityscapes(data_root, split, info["num_classes"], list_file, with_labels=False)
-        if stats is not None and stats["num_classes"] != info["num_classes"]:
-            raise click.ClickException(f"{source_stats}: statistics of {stats['num_classes']} classes, "
-                                       f"the network has {info['num_classes']}")
+        net, info = load_segmentation_network(weights, ctx, None, width)
+        if info["num_classes"] != config.num_classes:
+            raise click.ClickException(
+                f"{weights}: a {info['num_classes']}-class model, but source {config.experiment.source} has "
+                f"{config.num_classes} classes; pass the matching --source")
+        dataset = open_cityscapes(data_root, split, config.num_classes, list_file, with_labels=False)
         try:
             result = run_pseudo_label_round(
-                net, dataset, str(out), round_idx=round_idx, portion=portion, ctx=ctx, method=method, K=K,
-                patch_size=patch_size, seed=seed, flip=flip, include_si=include_si,
-                aggregation=aggregation, batch_size=batch_size, longer_side=longer_side,
-                prior=stats["spatial_prior"] if spatial_prior else None, class_mean_sizes=sizes,
-                eta=eta, cache_path=None if cache_path is None else str(cache_path),
-                checkpoint_digest=file_digest(weights), shard=(shard_index, shard_count),
-                regenerate=regenerate, save_colour=colour)
+                net, dataset, folder, portion=portion, ctx=ctx, settings=settings, source_stats=stats,
+                checkpoint_digest=file_digest(weights), regenerate=regenerate)
         except CacheError as err:
             raise click.ClickException(str(err)) from None
     click.echo(json.dumps(result, indent=1))

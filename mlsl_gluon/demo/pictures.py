@@ -11,7 +11,7 @@ from PIL import Image
 from ..data import Cityscapes
 from ..data.classes import CITYSCAPES_PALETTE, LABEL_ID_TO_TRAIN_ID
 from ..evaluation import predict_labels
-from ..training.rounds import build_network
+from ..training.network import build_network
 from .synthetic import make_frame
 
 matplotlib.use("Agg")  # files only: the demo runs on machines without a display

@@ -1,8 +1,10 @@
 """Evaluating a network on Cityscapes val at native resolution (paper Sec. 4.2, SPEC section 6).
 
-Each image is segmented whole, optionally averaged with its horizontal flip and over several
-scales (probabilities resized back to the native size before averaging); the argmax is compared
-with the ground truth in one confusion matrix summed over all images.
+Each image is segmented whole by the network's full-resolution protocol (``net.predict``: for
+``MLSLNet`` the released one, padding to a multiple of 8, flip averaging at stride 8 and PIL
+bicubic x8), optionally over several scales (probabilities resized back to the native size
+before averaging); the argmax is compared with the ground truth in one confusion matrix summed
+over all images.
 """
 import logging
 from pathlib import Path
@@ -40,12 +42,14 @@ def multi_scale_probabilities(net, x, flip=True, scales=(1.0,)):
     Parameters
     ----------
     net : HybridBlock
-        Has ``predict(x) -> (N, C, h, w)`` softmax probabilities at the size of ``x``
-        (``mlsl_gluon.model.MLSLNet``); parameters must live on ``x.context``.
+        Has ``predict(x, flip=...) -> (N, C, h, w)`` probabilities at the size of ``x``
+        (``mlsl_gluon.model.MLSLNet``, which runs only the trunk and the segmentation head);
+        parameters must live on ``x.context``.
     x : NDArray, shape (1, 3, H, W)
         Normalised image.
     flip : bool
-        Also segment the horizontally flipped image and average the two probability maps.
+        Passed to ``net.predict``: also segment the horizontally flipped image and average
+        (``MLSLNet``: at stride 8, as the released evaluation).
     scales : sequence of float
         Input scales; each result is resized bilinearly to (H, W) before averaging.
 
@@ -64,9 +68,7 @@ def multi_scale_probabilities(net, x, flip=True, scales=(1.0,)):
         size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
         xs = x if size == (height, width) else mx.nd.contrib.BilinearResize2D(
             x, height=size[0], width=size[1])
-        prob = net.predict(xs)
-        if flip:
-            prob = (prob + net.predict(xs.flip(axis=3)).flip(axis=3)) / 2
+        prob = net.predict(xs, flip=flip)
         if size != (height, width):
             prob = mx.nd.contrib.BilinearResize2D(prob, height=height, width=width)
         total = prob if total is None else total + prob

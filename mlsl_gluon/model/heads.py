@@ -10,12 +10,19 @@ from .resnet38 import scaled_channels
 
 SEG_HIDDEN_CHANNELS = 512
 SEG_DILATION = 12
-# Classifier layers start near zero so that a freshly initialised net predicts near-uniform
-# probabilities; MSRA init on the pre-activation trunk otherwise gives logits in the tens.
+# The segmentation classifier starts near zero so that a freshly initialised net predicts
+# near-uniform probabilities; MSRA init on the pre-activation trunk otherwise gives logits in the
+# tens. (Released runs load it from the source model, so its initialisation never matters there.)
 CLASSIFIER_INIT_STD = 0.01
 CLS_CONV_CHANNELS = 2048
 CLS_FC_UNITS = 512
-CLS_HEAD_VARIANTS = ("paper", "released")
+CLS_HEAD_VARIANTS = ("released", "paper")
+#: Initialisation of the classification branch's last layer (FC-C): ``'msra'`` as the released
+#: code, which builds the branch new and initialises every missing layer with the run's MSRA
+#: (Xavier gaussian, fan-in, magnitude 2) initializer and zero biases (engrjavediqbal/MLSL
+#: ``issegm1/solve_ST.py`` L727, L790-793: ``initializer=``, ``allow_missing=args.from_epoch == 0``);
+#: ``'normal'``: Normal(0.01), near-uniform initial sigmoid outputs.
+CLS_INIT_VARIANTS = ("msra", "normal")
 
 
 class SegmentationHead(HybridBlock):
@@ -59,6 +66,9 @@ class ClassificationBranch(HybridBlock):
 
     1x1 conv 2048 (bias) -> ReLU -> 3x3 conv 2048 (bias) -> [ReLU] -> global average pooling
     -> FC 512 -> [ReLU] -> FC C. Returns logits; the sigmoid belongs to the loss / prediction.
+    Released layer names (engrjavediqbal/MLSL ``util1/symbol/resnet_v2.py``): ``conv61a`` (1x1,
+    with ReLU, L392-400), ``logistic<C>`` (3x3, no ReLU, L401-406), then ``rn_top_1`` (L362-366):
+    global average pooling, ``bCls0`` (FC 512, no ReLU), ``bCls1`` (FC C), sigmoid.
 
     Parameters
     ----------
@@ -68,17 +78,25 @@ class ClassificationBranch(HybridBlock):
         Channels of the trunk output.
     width : float
         Multiplier on the 2048 / 512 hidden sizes.
-    variant : {'paper', 'released'}
-        ``'paper'``: ReLU after every layer but the last (the paper's text).
-        ``'released'``: the authors' released code, which has no ReLU after the 3x3 conv nor
-        after FC-512.
+    variant : {'released', 'paper'}
+        ``'released'`` (default): the authors' released code (it produced the paper's numbers),
+        which has no ReLU after the 3x3 conv nor after FC-512 (``resnet_v2.py`` L403-406, L364).
+        ``'paper'``: ReLU after every layer but the last (the paper's text, Sec. 3.3).
+    last_init : {'msra', 'normal'}
+        Initialiser of FC-C: ``'msra'`` (default, released) leaves it to the initializer given
+        to ``initialize`` (:func:`mlsl_gluon.model.init_params`: MSRA, as released);
+        ``'normal'``: Normal(0.01). The other branch layers always take the given initializer.
     """
 
-    def __init__(self, num_classes, in_channels, width=1.0, variant="paper", **kwargs):
+    def __init__(self, num_classes, in_channels, width=1.0, variant="released", last_init="msra",
+                 **kwargs):
         super().__init__(**kwargs)
         if variant not in CLS_HEAD_VARIANTS:
             raise ValueError("cls_head must be one of {}, got {!r}".format(CLS_HEAD_VARIANTS, variant))
+        if last_init not in CLS_INIT_VARIANTS:
+            raise ValueError("cls_init must be one of {}, got {!r}".format(CLS_INIT_VARIANTS, last_init))
         self.variant = variant
+        last_initializer = mx.init.Normal(CLASSIFIER_INIT_STD) if last_init == "normal" else None
         conv_channels = scaled_channels(CLS_CONV_CHANNELS, width)
         fc_units = scaled_channels(CLS_FC_UNITS, width)
         with self.name_scope():
@@ -87,8 +105,8 @@ class ClassificationBranch(HybridBlock):
             self.conv2 = nn.Conv2D(conv_channels, 3, padding=1, use_bias=True,
                                    in_channels=conv_channels, prefix="conv2_")
             self.fc1 = nn.Dense(fc_units, in_units=conv_channels, prefix="fc1_")
-            self.fc2 = nn.Dense(num_classes, in_units=fc_units,
-                                weight_initializer=mx.init.Normal(CLASSIFIER_INIT_STD), prefix="fc2_")
+            self.fc2 = nn.Dense(num_classes, in_units=fc_units, weight_initializer=last_initializer,
+                                prefix="fc2_")
 
     def hybrid_forward(self, F, x):
         relu_everywhere = self.variant == "paper"

@@ -3,8 +3,9 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon.block import HybridBlock
 
+from .full_resolution import pad_to_multiple, upsample_probabilities
 from .heads import ClassificationBranch, SegmentationHead
-from .resnet38 import ResNet38
+from .resnet38 import OUTPUT_STRIDE, ResNet38
 
 
 class MLSLNet(HybridBlock):
@@ -20,17 +21,22 @@ class MLSLNet(HybridBlock):
         Build the image classification branch used by the PWL loss (paper Sec. 3.3).
     freeze_bn : bool
         Freeze BN running statistics (gamma/beta stay trainable), as all released scripts do.
-    cls_head : {'paper', 'released'}
-        ReLU placement in the classification branch: ``'paper'`` (ReLU after every layer but
-        the last) or ``'released'`` (the released code's variant: no ReLU after the 3x3 conv
-        nor after FC-512).
+    cls_head : {'released', 'paper'}
+        ReLU placement in the classification branch: ``'released'`` (default; the released
+        code, which produced the paper's numbers: no ReLU after the 3x3 conv nor after FC-512)
+        or ``'paper'`` (the paper's text: ReLU after every layer but the last).
+    cls_init : {'msra', 'normal'}
+        Initialiser of the branch's last layer: ``'msra'`` (default, released) or Normal(0.01);
+        see :class:`~mlsl_gluon.model.heads.ClassificationBranch`.
 
     Notes
     -----
     ``net(x)`` with x (N, 3, H, W) returns ``(seg_logits, cls_logits)``: seg_logits
     (N, C, ceil(H/8), ceil(W/8)), cls_logits (N, C); with ``with_classifier=False`` only
-    seg_logits. Parameters are created with known shapes but not initialised: call
-    :func:`init_params` (or ``net.initialize(...)``) before use.
+    seg_logits. :meth:`segment` runs the trunk and the segmentation head only (the inference
+    path); :meth:`predict` gives full-resolution probabilities by the released protocol.
+    Parameters are created with known shapes but not initialised: call :func:`init_params`
+    (or ``net.initialize(...)``) before use.
 
     References
     ----------
@@ -39,7 +45,7 @@ class MLSLNet(HybridBlock):
     """
 
     def __init__(self, num_classes=19, width=1.0, with_classifier=True, freeze_bn=True,
-                 cls_head="paper", **kwargs):
+                 cls_head="released", cls_init="msra", **kwargs):
         super().__init__(**kwargs)
         if int(num_classes) != num_classes or num_classes < 1:
             raise ValueError("num_classes must be a positive integer, got {!r}".format(num_classes))
@@ -53,7 +59,8 @@ class MLSLNet(HybridBlock):
             self.cls_branch = None
             if with_classifier:
                 self.cls_branch = ClassificationBranch(self.num_classes, self.trunk.out_channels,
-                                                       width, variant=cls_head, prefix="cls_")
+                                                       width, variant=cls_head, last_init=cls_init,
+                                                       prefix="cls_")
 
     def ademxapp_layers(self):
         """Yield ``(ademxapp layer name, block)`` for the trunk, the segmentation head and, when
@@ -79,29 +86,59 @@ class MLSLNet(HybridBlock):
             return seg_logits
         return seg_logits, self.cls_branch(feat)
 
-    def predict(self, x):
-        """Softmax class probabilities at the input resolution, in inference mode.
+    def segment(self, x):
+        """Stride-8 segmentation logits from the trunk and the segmentation head only.
 
-        The stride-8 logits are resized bilinearly to the size of ``x`` (``mode='like'``, so
-        any H, W works), then softmax over classes.
+        The inference path: the classification branch (about 1.3x the segmentation path's
+        multiply-adds) is not run. Uses the hybridized graphs of the two blocks when the
+        network is hybridized.
 
         Parameters
         ----------
-        x : NDArray
+        x : NDArray or Symbol
             (N, 3, H, W) normalised images.
 
         Returns
         -------
-        NDArray
-            (N, C, H, W) float32 probabilities summing to 1 over axis 1.
+        NDArray or Symbol
+            (N, C, ceil(H/8), ceil(W/8)) logits.
         """
+        return self.seg_head(self.trunk(x))
+
+    def predict(self, x, flip=False, upsampling="bicubic"):
+        """Softmax class probabilities at the input resolution, in inference mode.
+
+        The released protocol (engrjavediqbal/MLSL ``issegm/evaluate.py`` L494-537, L341-352):
+        zero-pad ``x`` at the bottom/right to a multiple of 8, softmax at stride 8, with
+        ``flip`` average it with the mirrored prediction of the mirrored padded input (at
+        stride 8), resize x8 and crop to (H, W). Stride-8 cell j covers pixels 8j..8j+7, the
+        cell whose label training reads at pixel 8j + 4. Runs :meth:`segment` only.
+
+        Parameters
+        ----------
+        x : NDArray
+            (N, 3, H, W) normalised images, any H, W.
+        flip : bool
+            Average with the horizontally mirrored input's prediction.
+        upsampling : {'bicubic', 'bilinear'}
+            ``'bicubic'`` (default, released): PIL's bicubic filter on the probabilities;
+            ``'bilinear'``: bilinear with half-pixel centres (same geometry).
+
+        Returns
+        -------
+        NDArray
+            (N, C, H, W) float32 probabilities, summing to 1 over axis 1 (every class plane
+            goes through the same linear filter whose weights sum to 1); the cubic filter's
+            overshoot can leave single values slightly outside [0, 1], as in the released code.
+        """
+        height, width = x.shape[2:]
         with autograd.pause(train_mode=False):
-            out = self(x)
-            logits = out[0] if self.cls_branch is not None else out
-            # align_corners=True: logit i is centred on input pixel 8*i (the stride-2 3x3
-            # convs with padding 1 keep pixel 0 at the centre of output 0).
-            full = mx.nd.contrib.BilinearResize2D(logits, like=x, mode="like", align_corners=True)
-            return mx.nd.softmax(full, axis=1)
+            padded = pad_to_multiple(x, OUTPUT_STRIDE)
+            prob = mx.nd.softmax(self.segment(padded), axis=1)
+            if flip:
+                mirrored = mx.nd.softmax(self.segment(padded.flip(axis=3)), axis=1)
+                prob = 0.5 * (prob + mirrored.flip(axis=3))
+            return upsample_probabilities(prob, OUTPUT_STRIDE, height, width, upsampling)
 
 
 def default_initializer():

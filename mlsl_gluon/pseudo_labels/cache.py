@@ -1,42 +1,51 @@
-"""HDF5 cache of per-image probability volumes for one pseudo-label round.
+"""HDF5 cache of per-image score volumes for one pseudo-label round.
 
-CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selection only
-needs, per pixel, the classes that can win argmax_c p_c / k_c with their probabilities, so an
-entry keeps the T most probable classes per pixel (default 2) at full resolution: class ids as
-uint8 and probabilities as codes of the threshold grid of :mod:`.selection`
-(``quantise_probability`` with ``shift``, default 0). The most probable class's code is stored
-exactly: the threshold histograms are built from it, and as thresholds are grid points,
-p_1 >= k_c holds for a cached pixel exactly when it holds at full precision.
+CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selection
+(argmax_c s_c / k_c where >= 1, :mod:`.selection`) only needs, per pixel, the classes that can
+win with their scores s_c (probabilities, multiplied by the spatial prior when one is used:
+the cache holds exactly what is ranked and selected). An entry keeps the T highest-scoring
+classes per pixel (default 3) at full resolution: class ids as uint8 and scores as codes of the
+16-bit relative grid of :mod:`.grid` (rounded down, bins < 2^-10 of the score wide).
 
-The same holds for the second and later classes on the same grid (the default). They only
-matter where one of them wins p_t / k_t > p_1 / k_1, so ``second_shift`` can round their codes
-down onto a coarser grid (2: steps <= 2e-3 in p, about 10 % smaller entries): that changes the
-label only of a pixel whose two ratios, or whose p_t and k_t, are within a few grid steps of a
-tie, but such pixels are common where second classes often win. Measured with
-tools/bench_pseudo_labels.py: agreement with full-precision labels 0.99925 -> 0.99927 for a
-briefly trained network, 0.99892 -> 0.99792 for a random-weight one; it is off by default. What
-is lost by default: classes beyond the T-th (with T = 1, every pixel where the second class
-wins) and the exact order of ratios that differ by less than a grid step.
+What is exact and what is not, given thresholds k on the grid (what a round computes from the
+cached top-class codes, :mod:`.thresholds`):
 
-A second class whose probability is below ``floor`` is dropped (class 255): without a spatial
-prior every k_c >= the grid point of 1/C, so such a class can never be selected, and dropping
-it makes the entry much more compressible (zeros compress better than the dropped codes would).
+- every test s_c >= k_c of a kept class is the same as at full precision (k_c is a grid point);
+- the label equals the full-precision one at every pixel whose full-precision winner is among
+  the T kept classes, unless two kept ratios s_c / k_c are within the grid's 2^-10 of each other
+  (their order can flip). A class ranked below T can win only where s_c >= k_c and
+  s_c / k_c beats the T higher scores, i.e. where k_c is much smaller than their thresholds.
+  The spatial prior does that (it makes the thresholds of rare classes small), so with the
+  prior T = 3 (:func:`default_top_classes`): on random 19-class maps with a random prior and on
+  network maps, T = 2 loses visibly more than 1e-4 of the pixels, T = 3 stays within it
+  (tests/test_pseudo_cache.py, tools/bench_pseudo_labels.py). Without a prior thresholds are
+  all within [1/C, 1] and T = 2 (a third class wins only where k_3 is a few times smaller
+  than k_1 and k_2 while s_3 >= k_3).
+
+Two rules drop a later class (class 255, code 0), which can only make it lose, and zeros
+compress better than its codes would:
+
+- ``floor``: without a prior every k_c is at least the grid point of 1/C, so a later class
+  scoring below it can never pass s_c >= k_c (lossless).
+- ``spread`` R (used with the prior, R = ``LATER_CLASS_SPREAD``): drop a later class c with
+  s_c < s_1 / R, s_1 being the pixel's first score (of class a). It can win only if
+  s_c / k_c >= s_1 / k_a, i.e. s_c >= s_1 * k_c / k_a, so dropping it is lossless whenever the
+  round's thresholds satisfy min_c k_c >= max_a k_a / R over the classes a that are the argmax
+  somewhere (:func:`spread_is_lossless`; the round's second pass checks it and warns
+  otherwise). R trades exactness against size: a larger R keeps more later classes
+  (tools/bench_pseudo_labels.py prints entry sizes and the thresholds' range).
 
 Codes of neighbouring pixels are close, so they are stored as 2-D differences
 (c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
-HDF5 byte shuffling and gzip (level 4: about 11 % smaller than level 1 for 0.1 s more per
-1024x2048 image, a few percent of the SISC forwards; level 9 takes 3 s for 9 % less) in
-256 x 256 chunks. Storing the codes at half resolution (bilinear back) would cut them by 60 %,
-but p_1 is the maximum of smooth class maps, kinked where the argmax changes, and labels then
-flip along class boundaries and threshold contours: 0.2-0.3 % more of the pixels of a briefly
-trained network's maps disagree with full-precision labels, beyond a 0.1 % budget; not done.
+HDF5 byte shuffling and gzip (level 4) in 256 x 256 chunks; the most probable class's codes and
+the later ones are separate datasets. tools/bench_pseudo_labels.py measures entry sizes and
+agreement with full-precision selection.
 
 Entries are written data first, flushed, then marked with a ``complete`` attribute and a
 CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
 rewritten, and an entry whose bytes do not match its CRC is refused. A file whose metadata
-(including the format version and ``second_shift``) differs from the current settings is
-refused (naming the file and the fields) unless ``regenerate=True``, which deletes and
-recreates it.
+(including the format version) differs from the current settings is refused (naming the file
+and the fields) unless ``regenerate=True``, which deletes and recreates it.
 """
 import logging
 import os
@@ -45,12 +54,14 @@ import zlib
 import h5py
 import numpy as np
 
-from .selection import IGNORE_LABEL, class_argmax, quantise_probability, top_two_classes
+from .grid import quantise_probability
+from .selection import IGNORE_LABEL, top_classes
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: first class and later classes in separate datasets
-SECOND_SHIFT = 0
+FORMAT_VERSION = 3  # 3: relative 16-bit grid (2: float16 grid of 1 - p)
+DEFAULT_TOP_CLASSES = 3  # with the spatial prior; 2 without (module docstring)
+LATER_CLASS_SPREAD = 64.0  # R of the round's dropping rule with the prior (module docstring)
 GZIP_LEVEL = 4
 
 
@@ -58,63 +69,61 @@ class CacheError(RuntimeError):
     """A cache file or entry that cannot be used (stale metadata, corrupted, half-written)."""
 
 
-def encode_top_classes(prob_map, top=2, valid=None, shift=0, floor=0.0):
-    """Keep the ``top`` most probable classes per pixel with their quantised probabilities.
+def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, floor=0.0, spread=None):
+    """Keep the ``top`` highest-scoring classes per pixel with their quantised scores.
 
     Parameters
     ----------
-    prob_map : ndarray
-        (C, H, W) float probabilities (or prior-weighted scores) in [0, 1].
+    score_map : ndarray
+        (C, H, W) float probabilities, or prior-weighted scores, in [0, 1].
     top : int
         T, classes kept per pixel.
     valid : ndarray, optional
-        (H, W) bool; invalid pixels get class 255 and code 0 (probability 0).
+        (H, W) bool; invalid pixels get class 255 and code 0 (score 0).
     shift : int
         Grid coarsening of :func:`quantise_probability`.
     floor : float
-        Classes after the first whose probability is below this are dropped (class 255).
+        Classes after the first whose score is below this are dropped (class 255).
+    spread : float, optional
+        Classes after the first whose score is below (first score) / ``spread`` are dropped too:
+        lossless while max_c k_c / min_c k_c <= ``spread`` (module docstring).
 
     Returns
     -------
     top_class : ndarray
-        (T, H, W) uint8, most probable first.
+        (T, H, W) uint8, highest first (the lower class on ties).
     top_code : ndarray
-        (T, H, W) uint16 codes (:func:`dequantise_probability` gives the probabilities).
+        (T, H, W) uint16 codes (:func:`dequantise_probability` gives the scores).
     """
-    prob_map = np.asarray(prob_map, dtype=np.float32)
-    if top == 1:
-        order, top_prob = (a[None] for a in class_argmax(prob_map))
-    elif top == 2:
-        order, top_prob = top_two_classes(prob_map)
-    else:
-        order = np.argpartition(-prob_map, top - 1, axis=0)[:top]
-        top_prob = np.take_along_axis(prob_map, order, axis=0)
-        rank = np.argsort(-top_prob, axis=0, kind="stable")  # argpartition leaves them unordered
-        order = np.take_along_axis(order, rank, axis=0)
-        top_prob = np.take_along_axis(top_prob, rank, axis=0)
+    score_map = np.asarray(score_map, dtype=np.float32)
+    order, top_score = top_classes(score_map, top)
     top_class = order.astype(np.uint8)
-    top_code = quantise_probability(top_prob, shift)
-    if floor > 0 and top > 1:
-        dropped = top_prob[1:] < floor
-        top_class[1:][dropped] = IGNORE_LABEL
-        top_code[1:][dropped] = 0
+    top_code = quantise_probability(np.maximum(top_score, 0.0), shift)
+    dropped = np.zeros(top_class.shape, dtype=bool)
+    dropped[1:] = top_score[1:] < floor
+    if spread is not None:
+        dropped[1:] |= top_score[1:] * np.float32(spread) < top_score[:1]
+    dropped |= ~np.isfinite(top_score)  # fewer than T classes
+    top_class[dropped] = IGNORE_LABEL
+    top_code[dropped] = 0
     if valid is not None:
         top_class[:, ~valid] = IGNORE_LABEL
         top_code[:, ~valid] = 0
     return top_class, top_code
 
 
-def coarsen_later_codes(top_code, second_shift=SECOND_SHIFT):
-    """Codes as the cache stores them: rows 1.. (second and later classes) rounded down onto a
-    grid ``second_shift`` bits coarser; row 0 unchanged.
+def default_top_classes(with_prior):
+    """T kept per pixel by default: 3 with the spatial prior, 2 without (module docstring)."""
+    return DEFAULT_TOP_CLASSES if with_prior else 2
 
-    Rounding a code down clears its low bits; ``dequantise_probability`` of the result is the
-    largest point of the coarser grid (``quantise_probability`` with ``shift + second_shift``)
-    <= p, as both grids drop low mantissa bits of the float16 of 1 - p.
-    """
-    out = np.array(top_code, dtype=np.uint16, copy=True)
-    out[1:] = (out[1:] >> second_shift) << second_shift
-    return out
+
+def spread_is_lossless(thresholds, spread, class_counts):
+    """True when dropping later classes below (first score) / ``spread`` cannot change a label:
+    min_c k_c >= max_a k_a / spread, a over the classes that are the argmax somewhere
+    (``class_counts`` N_a > 0: only they can be a pixel's first class; module docstring)."""
+    k = np.asarray(thresholds, dtype=np.float64)
+    occurring = np.asarray(class_counts) > 0
+    return bool(not occurring.any() or k.min() * spread >= k[occurring].max())
 
 
 def _to_differences(code):
@@ -142,7 +151,7 @@ def _crc(top_class, top_code):
 
 
 class ProbabilityCache:
-    """One round's HDF5 cache file: ``{image name: top classes + 16-bit probabilities}``.
+    """One round's HDF5 cache file: ``{image name: top classes + 16-bit score codes}``.
 
     Parameters
     ----------
@@ -155,19 +164,12 @@ class ProbabilityCache:
         Delete and recreate the file when its metadata differs instead of refusing it.
     mode : {'a', 'r'}
         Append (create if absent) or read-only.
-    second_shift : int
-        Bits by which the grid of the second and later classes' codes is coarser than the
-        first class's (0..9; module docstring). Recorded in the file's metadata.
     """
 
-    def __init__(self, path, metadata, regenerate=False, mode="a", second_shift=SECOND_SHIFT):
+    def __init__(self, path, metadata, regenerate=False, mode="a"):
         self.path = str(path)
-        if not 0 <= int(second_shift) <= 9:
-            raise ValueError(f"second_shift must be in 0..9, got {second_shift!r}")
-        self.second_shift = int(second_shift)
         self.metadata = {k: metadata[k] for k in sorted(metadata)}
         self.metadata["format_version"] = FORMAT_VERSION
-        self.metadata["second_code_shift"] = self.second_shift
         if mode not in ("a", "r"):
             raise ValueError(f"mode must be 'a' or 'r', got {mode!r}")
         if mode == "r" and not os.path.exists(self.path):
@@ -247,9 +249,7 @@ class ProbabilityCache:
         name : str
             Image name.
         top_class, top_code : ndarray
-            (T, H, W) from :func:`encode_top_classes`. Codes of rows 1.. are rounded down
-            onto the ``second_shift`` grid (:func:`coarsen_later_codes`): :meth:`read`
-            returns them so.
+            (T, H, W) from :func:`encode_top_classes`.
         uncovered : int
             Pixels no patch covered (recorded).
         """
@@ -267,11 +267,10 @@ class ProbabilityCache:
         group.create_dataset("top_class", data=top_class, **options)
         group.create_dataset("top_code_diff", data=_to_differences(top_code[:1]), **options)
         if len(top_code) > 1:
-            later = top_code[1:] >> self.second_shift
-            group.create_dataset("later_code_diff", data=_to_differences(later), **options)
+            group.create_dataset("later_code_diff", data=_to_differences(top_code[1:]), **options)
         group.attrs["name"] = name
         group.attrs["uncovered"] = int(uncovered)
-        group.attrs["crc32"] = _crc(top_class, coarsen_later_codes(top_code, self.second_shift))
+        group.attrs["crc32"] = _crc(top_class, top_code)
         self._file.flush()
         # Marking completion last means a writer killed before this line leaves an entry that
         # `has` reports as absent.
@@ -297,7 +296,7 @@ class ProbabilityCache:
             top_class = group["top_class"][()]
             top_code = _from_differences(group["top_code_diff"][()])
             if "later_code_diff" in group:
-                later = _from_differences(group["later_code_diff"][()]) << self.second_shift
+                later = _from_differences(group["later_code_diff"][()])
                 top_code = np.concatenate([top_code, later])
         except (OSError, KeyError) as err:
             raise CacheError(f"{self.path}: entry {name!r} is unreadable ({err})") from err

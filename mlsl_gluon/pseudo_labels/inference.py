@@ -55,18 +55,20 @@ def sample_patch_corners(height, width, patch_size, K, seed):
 
 
 def predict_batch(net, batch, ctx, flip=True):
-    """Softmax probabilities of a batch, split across contexts, optionally flip-averaged.
+    """Full-resolution probabilities of a batch, split across contexts, optionally flip-averaged.
 
     Parameters
     ----------
     net : HybridBlock
-        Has ``predict(x) -> (N, C, H, W)`` probabilities; parameters on every context in ctx.
+        Has ``predict(x, flip=...) -> (N, C, H, W)`` probabilities (``MLSLNet``: the released
+        protocol, trunk and segmentation head only); parameters on every context in ctx.
     batch : ndarray
         (N, 3, H, W) float32 normalised images.
     ctx : Context or list of Context
         Devices; the batch is split into consecutive parts, one per context.
     flip : bool
-        Average with the prediction of the horizontally flipped input.
+        Average with the prediction of the horizontally flipped input (``MLSLNet``: at
+        stride 8, as the released code).
 
     Returns
     -------
@@ -79,10 +81,7 @@ def predict_batch(net, batch, ctx, flip=True):
     outputs = []
     for part, c in zip(parts, contexts):
         x = mx.nd.array(part, ctx=c)
-        prob = net.predict(x)
-        if flip:
-            prob = 0.5 * (prob + net.predict(x.flip(axis=3)).flip(axis=3))
-        outputs.append(prob)
+        outputs.append(net.predict(x, flip=flip))
     if len(outputs) == 1:  # spares a copy of a full-image (C, H, W) volume
         return outputs[0].asnumpy()
     return np.concatenate([o.asnumpy() for o in outputs], axis=0)
@@ -203,26 +202,21 @@ def normalise_by_count(prob_sum, count):
     return prob_sum, covered
 
 
-def sisc_inference(net, image, ctx, *, K=50, patch_size=512, seed=0, flip=True, include_si=True,
-                   aggregation="probability", batch_size=4, longer_side=None):
+def sisc_inference(net, image, ctx, settings, seed):
     """SISC probabilities of one image (paper Sec. 3.2).
 
     Parameters
     ----------
-    net, image, ctx, flip, longer_side
+    net, image, ctx
         As in :func:`single_inference`; patches are cut from the image at the inference scale.
-    K : int
-        Number of random patches.
-    patch_size : int or (int, int)
-        h x w of a patch at the inference scale.
+    settings : PseudoLabelSettings
+        The step-1 settings: ``K`` random patches of ``patch_size`` (h = w, at the inference
+        scale), ``flip`` and ``longer_side`` as in :func:`single_inference`, ``include_si``
+        (add the SI prediction with count 1, released code; covers pixels no patch reaches),
+        ``aggregation`` (see :func:`accumulate_patches`) and ``batch_size`` (patches per
+        network call, split across contexts).
     seed : int or sequence of int
         Seed of the patch corners (see :func:`patch_seed` for a per-image seed).
-    include_si : bool
-        Add the SI prediction with count 1 (released code; covers pixels no patch reaches).
-    aggregation : {'probability', 'vote'}
-        See :func:`accumulate_patches`.
-    batch_size : int
-        Patches per network call (split across contexts).
 
     Returns
     -------
@@ -231,6 +225,9 @@ def sisc_inference(net, image, ctx, *, K=50, patch_size=512, seed=0, flip=True, 
     covered : ndarray
         (H, W) bool; False where no patch (and no SI) gave a prediction: probabilities 0 there.
     """
+    K, patch_size, flip = settings.K, settings.patch_size, settings.flip
+    include_si, aggregation, batch_size = settings.include_si, settings.aggregation, settings.batch_size
+    longer_side = settings.longer_side
     if K < 1 and not include_si:
         raise ValueError("SISC needs K >= 1 patches or include_si=True")
     x = _inference_image(image, longer_side)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -22,25 +23,70 @@ from tqdm import tqdm
 
 from ..data.classes import class_names, palette
 from ..io import atomic_write_bytes, atomic_write_json
-from .cache import ProbabilityCache, encode_top_classes
-from .inference import patch_seed, single_inference, sisc_inference
-from .selection import (
-    IGNORE_LABEL,
-    ThresholdAccumulator,
-    apply_spatial_prior,
-    dequantise_probability,
-    quantise_probability,
-    select_from_top_classes,
+from .cache import (
+    LATER_CLASS_SPREAD,
+    ProbabilityCache,
+    default_top_classes,
+    encode_top_classes,
+    spread_is_lossless,
 )
+from .grid import dequantise_probability, quantise_probability
+from .inference import patch_seed, single_inference, sisc_inference
+from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes
+from .thresholds import ThresholdAccumulator
 from .weak_labels import pseudo_weak_labels
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("sisc", "si")
 
+# The finest probability grid (see :mod:`.grid`); how many classes per pixel the cache keeps is
+# :func:`.cache.default_top_classes`. Both are recorded in every cache's settings.
+CODE_SHIFT = 0
 
-def _shard_tag(round_idx, shard):
-    return f"round{round_idx}_shard{shard[0]}of{shard[1]}"
+
+@dataclass(frozen=True)
+class RoundFolder:
+    """Where one round's pseudo-labels live; the one layout `train` and `pseudo-label` share.
+
+    ``out_dir/probabilities.h5`` (shard i of n > 1: ``probabilities.shard<i>of<n>.h5``),
+    ``out_dir/shards/round<r>_shard<i>of<n>.{npz,json}``, ``out_dir/labels/``,
+    ``out_dir/weak_labels.json``, ``out_dir/stats.json`` and, with ``colour``, ``out_dir/colour/``.
+    """
+
+    out_dir: str
+    round_idx: int
+    shard: tuple = (0, 1)
+    colour: bool = False  # also write colour visualisations of the labels
+
+    def __post_init__(self):
+        if not 0 <= int(self.shard[0]) < int(self.shard[1]):
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {self.shard}")
+
+    @property
+    def cache_path(self):
+        i, n = self.shard
+        suffix = "" if n == 1 else f".shard{i}of{n}"
+        return os.path.join(str(self.out_dir), f"probabilities{suffix}.h5")
+
+    def shard_file(self, shard, ext):
+        """Accumulator (.npz) or manifest (.json) of shard ``(i, n)`` of this round."""
+        return os.path.join(str(self.out_dir), "shards",
+                            f"round{self.round_idx}_shard{shard[0]}of{shard[1]}{ext}")
+
+
+def round_patch_seed(seed, round_idx):
+    """SISC patch seed of round r: every round draws new random patches, reproducibly."""
+    return int(np.random.SeedSequence([seed, round_idx]).generate_state(1)[0])
+
+
+def file_digest(path):
+    """SHA-256 of a file: ties cached pseudo-label entries to the weights that produced them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _names_of(dataset):
@@ -48,33 +94,63 @@ def _names_of(dataset):
     return list(names) if names is not None else [dataset[i][2] for i in range(len(dataset))]
 
 
-def round_settings(*, round_idx, method, K, patch_size, seed, flip, include_si, aggregation,
-                   longer_side, num_classes, prior, checkpoint_digest, top_classes, code_shift):
+def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest):
     """The cache metadata: everything the cached volumes depend on (not the portion)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    sisc = method == "sisc"
+    if settings.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {settings.method!r}")
+    sisc = settings.method == "sisc"
     prior_digest = "" if prior is None else hashlib.sha256(
         np.ascontiguousarray(prior, dtype=np.float32).tobytes()).hexdigest()
+    longer_side = settings.longer_side
     return {
-        "round": int(round_idx), "method": method, "checkpoint_digest": str(checkpoint_digest),
-        "K": int(K) if sisc else 0, "patch_size": int(patch_size) if sisc else 0,
-        "seed": int(seed) if sisc else 0, "include_si": bool(include_si) if sisc else True,
-        "aggregation": aggregation if sisc else "probability", "flip": bool(flip),
+        "round": int(round_idx), "method": settings.method, "checkpoint_digest": str(checkpoint_digest),
+        "K": int(settings.K) if sisc else 0, "patch_size": int(settings.patch_size) if sisc else 0,
+        "seed": round_patch_seed(settings.seed, round_idx) if sisc else 0,
+        "include_si": bool(settings.include_si) if sisc else True,
+        "aggregation": settings.aggregation if sisc else "probability", "flip": bool(settings.flip),
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
-        "num_classes": int(num_classes), "prior_digest": prior_digest, "top_classes": int(top_classes),
-        "code_shift": int(code_shift),
+        "num_classes": int(num_classes), "prior_digest": prior_digest,
+        "top_classes": default_top_classes(prior is not None), "code_shift": CODE_SHIFT,
         # Lossless only without a prior: then every k_c >= the grid point of 1/C.
         "second_class_floor": 0.0 if prior is not None else float(
-            dequantise_probability(quantise_probability(1.0 / num_classes, code_shift), code_shift)),
+            dequantise_probability(quantise_probability(1.0 / num_classes, CODE_SHIFT), CODE_SHIFT)),
+        "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 0.0,
     }
 
 
-def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, method="sisc", K=50,
-                           patch_size=512, seed=0, flip=True, include_si=True, aggregation="probability",
-                           batch_size=4, longer_side=None, prior=None, class_mean_sizes=None, eta=0.05,
-                           cache_path=None, checkpoint_digest="", shard=(0, 1), regenerate=False,
-                           top_classes=2, code_shift=0, save_colour=False, progress=True):
+def _source_arrays(settings, source_stats):
+    """(prior, class_mean_sizes) the settings ask for, from a ``load_source_stats`` dict."""
+    needs = [what for what, on in (("the spatial prior", settings.spatial_prior),
+                                   ("pseudo weak labels", settings.weak_labels)) if on]
+    if needs and source_stats is None:
+        raise ValueError(f"{' and '.join(needs)} need source statistics (`mlsl-gluon stats`)")
+    prior = source_stats["spatial_prior"] if settings.spatial_prior else None
+    sizes = source_stats["class_mean_sizes"] if settings.weak_labels else None
+    return prior, sizes
+
+
+def _finished_round(folder, cache_settings, portion, eta):
+    """stats.json of a round already labelled with these settings (by any number of shards), or None.
+
+    stats.json is written last, so its presence means labels and weak labels are complete.
+    """
+    path = os.path.join(str(folder.out_dir), "stats.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        stats = json.load(f)
+    same = (stats.get("settings") == cache_settings and stats.get("portion") == float(portion)
+            and stats.get("eta") == (None if eta is None else float(eta))
+            and (eta is None or os.path.isfile(os.path.join(str(folder.out_dir), "weak_labels.json"))))
+    if same:
+        logger.info("%s: round %d was already labelled with these settings (%d shard(s)); reused",
+                    folder.out_dir, folder.round_idx, stats.get("num_shards", 1))
+        return stats
+    return None
+
+
+def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, source_stats=None,
+                           checkpoint_digest="", regenerate=False, progress=True):
     """Pseudo-labels of one round for a target dataset (or one shard of it).
 
     Parameters
@@ -83,41 +159,24 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
         Fixed network with ``predict`` (parameters on every context of ``ctx``).
     dataset : Dataset
         Items ``(image uint8 HxWx3, label or None, name)``.
-    out_dir : str
-        Round folder (labels/, weak_labels.json, stats.json, shards/).
-    round_idx : int
-        Round number (recorded in the cache).
+    folder : RoundFolder
+        Round folder, round number and shard ``(i, n)``: this process labels images i, i + n,
+        i + 2n, ... With n > 1 only pass 1 runs; call :func:`combine_pseudo_label_round` once
+        every shard has finished.
     portion : float
         Target portion p of the class-balanced selection.
     ctx : Context or list of Context
         Devices; patch batches are split across them.
-    method : {'sisc', 'si'}
-        Patch-based SISC (paper) or single whole-image inference (CBST).
-    K, patch_size, seed, flip, include_si, aggregation, batch_size, longer_side
-        See :func:`mlsl_gluon.pseudo_labels.inference.sisc_inference`; ``seed`` is combined
-        with each image name so every shard draws the same patches.
-    prior : ndarray, optional
-        (C, gh, gw) spatial prior (CBST-SP) multiplied into the probabilities.
-    class_mean_sizes : ndarray, optional
-        (C,) Eq. 4 sizes; when given, PWL vectors are written to weak_labels.json.
-    eta : float
-        PWL factor.
-    cache_path : str, optional
-        HDF5 cache; default ``out_dir/cache/round<r>.h5``. Shard i of n uses
-        ``<stem>.shard<i>of<n>.h5``.
+    settings : PseudoLabelSettings
+        From :func:`mlsl_gluon.config.pseudo_label_settings`; the round's patch seed is
+        :func:`round_patch_seed` of ``settings.seed``, combined with each image name so every
+        shard draws the same patches.
+    source_stats : dict, optional
+        ``load_source_stats`` result; needed for the spatial prior and for weak labels.
     checkpoint_digest : str
         Digest of the network weights; a cache made with other weights is refused.
-    shard : (int, int)
-        (i, n): this process labels images i, i + n, i + 2n, ... With n > 1 only pass 1 runs;
-        call :func:`combine_pseudo_label_round` once every shard has finished.
     regenerate : bool
         Recreate a cache whose settings differ instead of refusing it.
-    top_classes : int
-        Classes per pixel kept in the cache (see :mod:`.cache`).
-    code_shift : int
-        Coarsening of the probability grid of cache and thresholds (see :mod:`.selection`).
-    save_colour : bool
-        Also write colour visualisations to ``out_dir/colour/<name>.png``.
     progress : bool
         Show tqdm progress bars.
 
@@ -126,30 +185,27 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
     dict
         The round statistics (see stats.json), or for n > 1 this shard's summary.
     """
-    shard_i, shard_n = int(shard[0]), int(shard[1])
-    if not 0 <= shard_i < shard_n:
-        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    round_idx, (shard_i, shard_n) = folder.round_idx, folder.shard
+    prior, class_mean_sizes = _source_arrays(settings, source_stats)
     num_classes = getattr(net, "num_classes", None) or dataset.num_classes
-    settings = round_settings(
-        round_idx=round_idx, method=method, K=K, patch_size=patch_size, seed=seed, flip=flip,
-        include_si=include_si, aggregation=aggregation, longer_side=longer_side,
-        num_classes=num_classes, prior=prior, checkpoint_digest=checkpoint_digest,
-        top_classes=top_classes, code_shift=code_shift)
-    settings["shard"] = f"{shard_i}/{shard_n}"
-    if cache_path is None:
-        cache_path = os.path.join(out_dir, "cache", f"round{round_idx}.h5")
-    if shard_n > 1:
-        stem, ext = os.path.splitext(cache_path)
-        cache_path = f"{stem}.shard{shard_i}of{shard_n}{ext or '.h5'}"
+    cache_settings = round_settings(settings, round_idx=round_idx, num_classes=num_classes, prior=prior,
+                                    checkpoint_digest=checkpoint_digest)
+    if shard_n == 1 and not (regenerate or folder.colour):
+        finished = _finished_round(folder, cache_settings, portion,
+                                   None if class_mean_sizes is None else settings.eta)
+        if finished is not None:
+            return finished
+    cache_settings["shard"] = f"{shard_i}/{shard_n}"
+    cache_path = folder.cache_path
     os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
 
     names = _names_of(dataset)
     indices = list(range(shard_i, len(dataset), shard_n))
-    accumulator = ThresholdAccumulator(num_classes, code_shift)
+    accumulator = ThresholdAccumulator(num_classes, CODE_SHIFT)
     skipped = 0
     start = time.time()
-    with ProbabilityCache(cache_path, settings, regenerate=regenerate) as cache:
-        for idx in tqdm(indices, desc=f"pseudo-labels round {round_idx} ({method})", unit="img",
+    with ProbabilityCache(cache_path, cache_settings, regenerate=regenerate) as cache:
+        for idx in tqdm(indices, desc=f"pseudo-labels round {round_idx} ({settings.method})", unit="img",
                         disable=not progress):
             name = names[idx]
             if cache.has(name):
@@ -157,18 +213,19 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
                 skipped += 1
             else:
                 image = dataset[idx][0]
-                if method == "sisc":
-                    prob, covered = sisc_inference(
-                        net, image, ctx, K=K, patch_size=patch_size, seed=patch_seed(seed, name),
-                        flip=flip, include_si=include_si, aggregation=aggregation,
-                        batch_size=batch_size, longer_side=longer_side)
+                if settings.method == "sisc":
+                    prob, covered = sisc_inference(net, image, ctx, settings,
+                                                   seed=patch_seed(cache_settings["seed"], name))
                 else:
-                    prob = single_inference(net, image, ctx, flip=flip, longer_side=longer_side)
+                    prob = single_inference(net, image, ctx, flip=settings.flip,
+                                            longer_side=settings.longer_side)
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
-                top_class, top_code = encode_top_classes(prob, top_classes, valid=covered, shift=code_shift,
-                                                         floor=settings["second_class_floor"])
+                top_class, top_code = encode_top_classes(
+                    prob, cache_settings["top_classes"], valid=covered, shift=CODE_SHIFT,
+                    floor=cache_settings["second_class_floor"],
+                    spread=cache_settings["later_class_spread"] or None)
                 cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
@@ -176,26 +233,23 @@ def run_pseudo_label_round(net, dataset, out_dir, *, round_idx, portion, ctx, me
     if skipped:
         logger.info("%s: %d of %d images were already cached", cache_path, skipped, len(indices))
 
-    shard_dir = os.path.join(out_dir, "shards")
-    tag = _shard_tag(round_idx, (shard_i, shard_n))
-    accumulator.save(os.path.join(shard_dir, tag + ".npz"))
-    manifest = {"cache_path": os.path.abspath(cache_path), "settings": settings,
+    accumulator.save(folder.shard_file(folder.shard, ".npz"))
+    manifest = {"cache_path": os.path.abspath(cache_path), "settings": cache_settings,
                 "names": [names[i] for i in indices], "skipped": skipped,
                 "seconds": round(time.time() - start, 3)}
-    atomic_write_json(os.path.join(shard_dir, tag + ".json"), manifest)
+    atomic_write_json(folder.shard_file(folder.shard, ".json"), manifest)
     if shard_n > 1:
-        return {"shard": settings["shard"], "images": len(indices), "skipped": skipped,
+        return {"shard": cache_settings["shard"], "images": len(indices), "skipped": skipped,
                 "cache_path": manifest["cache_path"]}
-    return combine_pseudo_label_round(out_dir, round_idx=round_idx, portion=portion, num_shards=1,
-                                      class_mean_sizes=class_mean_sizes, eta=eta,
-                                      save_colour=save_colour, progress=progress)
+    return combine_pseudo_label_round(folder, portion=portion, num_shards=1,
+                                      class_mean_sizes=class_mean_sizes, eta=settings.eta, progress=progress)
 
 
-def _load_manifests(out_dir, round_idx, num_shards):
-    shard_dir = os.path.join(out_dir, "shards")
+def _load_manifests(folder, num_shards):
+    round_idx, shard_dir = folder.round_idx, os.path.join(str(folder.out_dir), "shards")
     manifests, missing = [], []
     for i in range(num_shards):
-        path = os.path.join(shard_dir, _shard_tag(round_idx, (i, num_shards)) + ".json")
+        path = folder.shard_file((i, num_shards), ".json")
         if not os.path.isfile(path):
             missing.append(path)
             continue
@@ -220,36 +274,46 @@ def _write_png(path, label):
     atomic_write_bytes(path, buf.tobytes())
 
 
-def combine_pseudo_label_round(out_dir, *, round_idx, portion, num_shards, class_mean_sizes=None,
-                               eta=0.05, save_colour=False, progress=True):
+def combine_pseudo_label_round(folder, *, portion, num_shards, class_mean_sizes=None, eta=None,
+                               progress=True):
     """Pass 2: merge the shards' accumulators, select pseudo-labels from every cache, write them.
 
     Parameters
     ----------
-    out_dir : str
-        The round folder every shard wrote to.
-    round_idx, portion, class_mean_sizes, eta, save_colour, progress
+    folder : RoundFolder
+        The round folder every shard wrote to (its ``shard`` is not used; ``colour`` is).
+    portion, progress
         As in :func:`run_pseudo_label_round`.
     num_shards : int
         n of the shards that ran pass 1.
+    class_mean_sizes : ndarray, optional
+        (C,) Eq. 4 sizes; when given, PWL vectors are written to weak_labels.json.
+    eta : float
+        PWL factor (required with ``class_mean_sizes``).
 
     Returns
     -------
     dict
         The statistics also written to ``out_dir/stats.json``.
     """
+    if class_mean_sizes is not None and eta is None:
+        raise ValueError("pseudo weak labels need eta")
     start = time.time()
-    manifests = _load_manifests(out_dir, round_idx, num_shards)
+    out_dir, round_idx = str(folder.out_dir), folder.round_idx
+    manifests = _load_manifests(folder, num_shards)
     accumulator = None
     for i in range(num_shards):
-        acc = ThresholdAccumulator.load(
-            os.path.join(out_dir, "shards", _shard_tag(round_idx, (i, num_shards)) + ".npz"))
+        acc = ThresholdAccumulator.load(folder.shard_file((i, num_shards), ".npz"))
         accumulator = acc if accumulator is None else accumulator.merge(acc)
     thresholds = accumulator.thresholds(portion)
+    spread = manifests[0]["settings"].get("later_class_spread", 0.0)
+    if spread and not spread_is_lossless(thresholds, spread, accumulator.class_counts()):
+        logger.warning("round %d: thresholds spread beyond %g; classes the cache dropped could have "
+                       "won a few pixels (%s)", round_idx, spread, ", ".join(f"{k:.3g}" for k in thresholds))
     num_classes = accumulator.num_classes
     selected = np.zeros(num_classes, dtype=np.int64)
     weak, uncovered, total_pixels = {}, 0, 0
-    colours = palette(num_classes) if save_colour else None
+    colours = palette(num_classes) if folder.colour else None
     total = sum(len(m["names"]) for m in manifests)
     with tqdm(total=total, desc=f"selecting round {round_idx}", unit="img", disable=not progress) as bar:
         for manifest in manifests:

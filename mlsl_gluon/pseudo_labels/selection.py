@@ -1,33 +1,21 @@
 """Class-balanced pseudo-label selection (CBST, used by MLSL Sec. 3.2) and the spatial prior.
 
-Per class c, the threshold k_c is the max probability at rank floor(N_c * p) (descending) among
-the N_c pixels of the WHOLE target set whose argmax is c; a pixel is labelled
-argmax_c p_c / k_c when that ratio is >= 1 (SPEC section 3).
-
-The exact definition needs every pixel's max probability in memory at once. Here each class
-keeps a fixed histogram over a probability grid instead (memory C * bins * 8 bytes whatever the
-number of images), and k_c is the grid point at the lower edge of the bin holding the rank-th
-value. The grid is that of float16 numbers for 1 - p: steps of at most 4.9e-4 in p (so the
-threshold is within 1e-3 of the exact one) and much finer near p = 1, where over-confident
-networks put most pixels of the frequent classes (a uniform grid would lump them into one bin
-and select far more than the portion p of them). ``shift`` drops low mantissa bits for a coarser
-grid (shift 2: steps <= 2e-3 in p, relative 2^-8 in 1 - p; an option of the HDF5 cache).
-
-Because thresholds are grid points and ``quantise_probability`` rounds down onto the grid,
-p >= k_c holds exactly when quantise(p) >= quantise(k_c): a cache of quantised maps selects the
-same pixels as the full-precision maps.
+Given the class thresholds k_c of :mod:`.thresholds`, a pixel is labelled argmax_c s_c / k_c
+when that ratio is >= 1, else 255 (SPEC section 3), the score s_c being the probability p_c or,
+with the spatial prior (CBST-SP), p_c(x) * prior_c(x). Empty-class and zero-threshold rules:
+k_c = 1 for a class that is never the argmax, whose rank is 0, or whose score at the rank is 0
+(possible with the prior; CBST sets such a threshold to 1, ``issegm/solve_ST.py:947``), and a
+threshold <= 0 handed to the selection counts as 1: such a class selects no pixel (only a score
+of exactly 1 would pass, and a prior-weighted score is below 1).
 """
 import logging
 
 import cv2
 import numpy as np
 
-from ..io import atomic_write_bytes, npz_bytes
-
 logger = logging.getLogger(__name__)
 
 IGNORE_LABEL = 255
-_FLOAT16_ONE = 0x3C00  # bit pattern of float16 1.0; patterns of floats in [0, 1] are monotone
 
 
 def class_argmax(prob_map):
@@ -45,252 +33,113 @@ def class_argmax(prob_map):
     return index, best
 
 
-def top_two_classes(prob_map):
-    """The two most probable classes of a (C, H, W) map and their values, by a loop over classes.
+def top_classes(score_map, top):
+    """The ``top`` highest-scoring classes of a (C, H, W) map and their scores, by a loop over classes.
 
     Returns
     -------
     index : ndarray
-        (2, H, W) int64, most probable first (the lower class on ties).
+        (top, H, W) int64, highest first (the lower class on ties, as a stable sort).
     value : ndarray
-        (2, H, W) of prob_map's dtype.
+        (top, H, W) of score_map's dtype; -inf where C < top.
     """
-    best = np.array(prob_map[0], copy=True)
-    second = np.full_like(best, -np.inf)
-    best_i = np.zeros(best.shape, dtype=np.int64)
-    second_i = np.zeros(best.shape, dtype=np.int64)
-    for c in range(1, prob_map.shape[0]):
-        p = prob_map[c]
-        new_best = p > best
-        new_second = ~new_best & (p > second)
-        # The old best drops to second where c takes the lead.
-        np.copyto(second, best, where=new_best)
-        np.copyto(second_i, best_i, where=new_best)
-        np.copyto(second, p, where=new_second)
-        second_i[new_second] = c
-        np.copyto(best, p, where=new_best)
-        best_i[new_best] = c
-    return np.stack([best_i, second_i]), np.stack([best, second])
+    score_map = np.asarray(score_map)
+    value = np.full((top,) + score_map.shape[1:], -np.inf, dtype=score_map.dtype)
+    index = np.zeros(value.shape, dtype=np.uint8)
+    # Blocks of rows that stay in the CPU cache through the class loop (about 3x faster than
+    # whole-image passes at 1024x2048).
+    rows = max(1, 65536 // max(1, int(np.prod(score_map.shape[2:]))))
+    for y in range(0, score_map.shape[1], rows):
+        _insert_classes(score_map[:, y:y + rows], value[:, y:y + rows], index[:, y:y + rows])
+    return index.astype(np.int64), value
 
 
-def num_probability_codes(shift=0):
-    """Number of grid points (histogram bins) of :func:`quantise_probability` with ``shift``."""
-    return (_FLOAT16_ONE >> shift) + 1
+def _insert_classes(score_map, value, index):
+    # Insertion of each class into the sorted slots: class c goes below kept classes with an
+    # equal score (earlier classes win ties); once it has taken a slot, every later slot's
+    # holder moves one down.
+    carry_value = np.empty_like(value[0])
+    carry_index = np.empty_like(index[0])
+    swap = np.empty(value.shape[1:], dtype=bool)
+    moved = np.empty_like(swap)
+    held_value = np.empty_like(carry_value)
+    held_index = np.empty_like(carry_index)
+    for c in range(score_map.shape[0]):
+        np.copyto(carry_value, score_map[c])
+        carry_index.fill(c)
+        moved.fill(False)
+        for t in range(value.shape[0]):
+            np.greater(carry_value, value[t], out=swap)
+            swap |= moved
+            np.copyto(moved, swap)
+            np.copyto(held_value, value[t])
+            np.copyto(held_index, index[t])
+            np.copyto(value[t], carry_value, where=swap)
+            np.copyto(index[t], carry_index, where=swap)
+            np.copyto(carry_value, held_value, where=swap)
+            np.copyto(carry_index, held_index, where=swap)
 
 
-def quantise_probability(prob, shift=0):
-    """Code of the largest grid point <= p (grid: float16 values of 1 - p, coarsened by ``shift``).
+def _usable_thresholds(thresholds):
+    # Zero-threshold rule (module docstring): k <= 0 selects nothing, as k = 1 does.
+    k = np.asarray(thresholds, dtype=np.float64)
+    return np.where(k > 0, k, 1.0)
+
+
+def select_pseudo_labels(score_map, thresholds):
+    """Pseudo-label = argmax_c s_c / k_c where that maximum is >= 1, else 255 (CBST selection).
+
+    Ratios are computed in float64 (a float32 score s >= k exactly when s / k >= 1), class by
+    class; ties go to the lower class.
 
     Parameters
     ----------
-    prob : ndarray
-        Probabilities in [0, 1] (float32 or float64).
-    shift : int
-        Low mantissa bits dropped (0..9).
-
-    Returns
-    -------
-    ndarray
-        uint16 codes in [0, num_probability_codes(shift)), increasing with p.
-    """
-    rest = 1.0 - np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
-    half = rest.astype(np.float16)
-    bits = half.view(np.uint16).astype(np.int32)
-    bits += half.astype(np.float32) < rest  # round 1 - p up, i.e. p down
-    return ((_FLOAT16_ONE - bits) >> shift).astype(np.uint16)
-
-
-def dequantise_probability(code, shift=0):
-    """Grid point (float32 probability) of each code of :func:`quantise_probability`."""
-    bits = (_FLOAT16_ONE - (np.asarray(code, dtype=np.int32) << shift)).astype(np.uint16)
-    return (1.0 - bits.view(np.float16).astype(np.float32)).astype(np.float32)
-
-
-_MIN_THRESHOLD = float(np.finfo(np.float32).tiny)
-
-
-class ThresholdAccumulator:
-    """Streaming per-class histograms of max probabilities, for class-balanced thresholds.
-
-    Parameters
-    ----------
-    num_classes : int
-        C.
-    shift : int
-        Grid coarsening of :func:`quantise_probability` (0 = float16 grid).
-
-    Notes
-    -----
-    ``update`` takes dense (C, H, W) maps, ``update_codes`` argmax classes with quantised
-    max probabilities. Shards merge with ``merge``; ``state``/``from_state`` (plain arrays)
-    and ``save``/``load`` (.npz) serialise an accumulator.
-    """
-
-    def __init__(self, num_classes, shift=0):
-        self.num_classes = int(num_classes)
-        self.shift = int(shift)
-        self.bins = num_probability_codes(self.shift)
-        self.hist = np.zeros((self.num_classes, self.bins), dtype=np.int64)
-
-    def update(self, prob_map):
-        """Add the pixels of one (C, H, W) probability (or prior-weighted score) map."""
-        prob_map = np.asarray(prob_map)
-        if prob_map.ndim != 3 or prob_map.shape[0] != self.num_classes:
-            raise ValueError(f"expected a ({self.num_classes}, H, W) map, got shape {prob_map.shape}")
-        index, best = class_argmax(prob_map)
-        self.update_codes(index, quantise_probability(best, self.shift))
-
-    def update_codes(self, pred, code, valid=None):
-        """Add pixels given their argmax class ``pred`` and quantised max probability ``code``.
-
-        ``valid`` (bool, same shape) excludes pixels, e.g. ones no SISC patch covered.
-        """
-        pred = np.asarray(pred).ravel().astype(np.int64)
-        bins = np.asarray(code).ravel().astype(np.int64)
-        if valid is not None:
-            keep = np.asarray(valid).ravel()
-            pred, bins = pred[keep], bins[keep]
-        if pred.size and (pred.min() < 0 or pred.max() >= self.num_classes):
-            raise ValueError(f"class index out of range [0, {self.num_classes})")
-        flat = np.bincount(pred * self.bins + bins, minlength=self.num_classes * self.bins)
-        self.hist += flat.reshape(self.num_classes, self.bins)
-
-    def merge(self, other):
-        """Add another accumulator's counts (e.g. from another shard); returns self."""
-        if (other.num_classes, other.shift) != (self.num_classes, self.shift):
-            raise ValueError(
-                f"cannot merge accumulators of (classes, shift) {(other.num_classes, other.shift)} "
-                f"into {(self.num_classes, self.shift)}")
-        self.hist += other.hist
-        return self
-
-    def class_counts(self):
-        """N_c: pixels whose argmax is c, per class."""
-        return self.hist.sum(axis=1)
-
-    def thresholds(self, portion):
-        """The C class-balanced thresholds k_c for target portion p (see module docstring)."""
-        if not 0.0 <= portion <= 1.0:
-            raise ValueError(f"portion must be in [0, 1], got {portion}")
-        k = np.ones(self.num_classes, dtype=np.float64)
-        for c in range(self.num_classes):
-            n_c = int(self.hist[c].sum())
-            rank = int(np.floor(n_c * portion))
-            if n_c == 0 or rank == 0:
-                continue
-            # Counts from the top bin down; the rank-th largest value lies in the first bin
-            # where the running count reaches the rank.
-            from_top = np.cumsum(self.hist[c, ::-1])
-            top_index = int(np.searchsorted(from_top, rank))
-            # A rank falling in the zero bin (possible after a spatial prior) would make
-            # p_c / k_c = 0 / 0 for zero-probability pixels; the smallest positive k keeps the
-            # selection rule's limit: any p_c > 0 passes, p_c = 0 never does.
-            k[c] = max(dequantise_probability(self.bins - 1 - top_index, self.shift), _MIN_THRESHOLD)
-        return k
-
-    def state(self):
-        """Plain-array state: {'hist': (C, bins) int64, 'shift': int64}."""
-        return {"hist": self.hist.copy(), "shift": np.int64(self.shift)}
-
-    @classmethod
-    def from_state(cls, state):
-        """Rebuild an accumulator from :meth:`state`."""
-        hist = np.asarray(state["hist"], dtype=np.int64)
-        acc = cls(hist.shape[0], int(state["shift"]))
-        if hist.shape != acc.hist.shape:
-            raise ValueError(f"histogram shape {hist.shape} does not match shift {acc.shift}")
-        acc.hist[...] = hist
-        return acc
-
-    def save(self, path):
-        """Write the state to ``path`` (.npz) atomically."""
-        atomic_write_bytes(path, npz_bytes(**self.state()))
-
-    @classmethod
-    def load(cls, path):
-        """Read an accumulator written by :meth:`save`; errors name the file."""
-        try:
-            with np.load(path) as data:
-                return cls.from_state({"hist": data["hist"], "shift": data["shift"]})
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{path}: not a threshold accumulator file ({err})") from err
-
-
-def class_balanced_thresholds(prob_maps, portion, prior=None, shift=0):
-    """Class-balanced thresholds k_c over a whole target set (CBST; MLSL Sec. 3.2).
-
-    Parameters
-    ----------
-    prob_maps : iterable of ndarray
-        (C, H, W) float probability maps, one per target image, read one at a time.
-    portion : float
-        Target portion p in [0, 1].
-    prior : ndarray, optional
-        (C, gh, gw) spatial prior, multiplied into every map first (:func:`apply_spatial_prior`).
-    shift : int
-        Grid coarsening (module docstring); with 0 thresholds are within 4.9e-4 below the
-        exact sort-based values.
-
-    Returns
-    -------
-    ndarray
-        (C,) float64 thresholds; 1.0 where a class is never the argmax or its rank is 0.
-    """
-    acc = None
-    for prob_map in prob_maps:
-        if prior is not None:
-            prob_map = apply_spatial_prior(prob_map, prior)
-        if acc is None:
-            acc = ThresholdAccumulator(prob_map.shape[0], shift)
-        acc.update(prob_map)
-    if acc is None:
-        raise ValueError("class_balanced_thresholds: prob_maps is empty")
-    return acc.thresholds(portion)
-
-
-def select_pseudo_labels(prob_map, thresholds):
-    """Pseudo-label = argmax_c p_c / k_c where that maximum is >= 1, else 255 (CBST selection).
-
-    Parameters
-    ----------
-    prob_map : ndarray
+    score_map : ndarray
         (C, H, W) probabilities (prior-weighted if a spatial prior is used).
     thresholds : ndarray
-        (C,) k_c from :func:`class_balanced_thresholds`.
+        (C,) k_c from :func:`class_balanced_thresholds`; k_c <= 0 counts as 1.
 
     Returns
     -------
     ndarray
         (H, W) uint8 train ids, 255 = not selected.
     """
-    k = np.asarray(thresholds, dtype=np.float64).reshape(-1, 1, 1)
-    ratio = np.asarray(prob_map, dtype=np.float32) / k.astype(np.float32)
-    index, best = class_argmax(ratio)
-    label = index.astype(np.uint8)
-    label[best < 1.0] = IGNORE_LABEL
-    return label
+    k = _usable_thresholds(thresholds)
+    score_map = np.asarray(score_map)
+    best = np.full(score_map.shape[1:], -np.inf)
+    index = np.zeros(best.shape, dtype=np.uint8)
+    for c in range(score_map.shape[0]):
+        ratio = score_map[c].astype(np.float64) / k[c]
+        better = ratio > best
+        np.copyto(best, ratio, where=better)
+        index[better] = c
+    index[best < 1.0] = IGNORE_LABEL
+    return index
 
 
-def select_from_top_classes(top_class, top_prob, thresholds):
-    """:func:`select_pseudo_labels` on a map kept as its T most probable classes per pixel.
+def select_from_top_classes(top_class, top_score, thresholds):
+    """:func:`select_pseudo_labels` on a map kept as its T highest-scoring classes per pixel.
+
+    Equal to the full map's selection at every pixel where the full map's winner is among the
+    T kept classes or no class passes (then no kept class passes either).
 
     Parameters
     ----------
     top_class : ndarray
         (T, H, W) uint8 class ids, 255 = no class (e.g. a pixel no patch covered).
-    top_prob : ndarray
-        (T, H, W) probabilities of those classes.
+    top_score : ndarray
+        (T, H, W) scores of those classes.
     thresholds : ndarray
-        (C,) k_c.
+        (C,) k_c; k_c <= 0 counts as 1.
 
     Returns
     -------
     ndarray
         (H, W) uint8 train ids, 255 = not selected.
     """
-    k = np.append(np.asarray(thresholds, dtype=np.float64), np.inf)  # index 255 -> never selected
+    k = np.append(_usable_thresholds(thresholds), np.inf)  # index 255 -> never selected
     cls = np.where(top_class == IGNORE_LABEL, len(k) - 1, top_class).astype(np.int64)
-    ratio = np.asarray(top_prob, dtype=np.float64) / k[cls]
+    ratio = np.asarray(top_score, dtype=np.float64) / k[cls]
     best = ratio.argmax(axis=0)
     label = np.take_along_axis(top_class, best[None], axis=0)[0].astype(np.uint8)
     label[np.take_along_axis(ratio, best[None], axis=0)[0] < 1.0] = IGNORE_LABEL

@@ -20,6 +20,7 @@ import logging
 import os
 
 import numpy as np
+from tqdm import tqdm
 
 from ..io import atomic_write_bytes, npz_bytes
 from .selection import IGNORE_LABEL
@@ -190,6 +191,34 @@ def save_source_stats(path, class_mean_sizes, spatial_prior, *, num_classes, gri
         num_classes=np.int64(num_classes), grid=np.asarray(grid, dtype=np.int64),
         smoothing=np.str_(SMOOTHING), alpha=np.float64(alpha), num_images=np.int64(num_images),
         source=np.str_(source)))
+
+
+def write_source_stats(path, dataset, *, grid=(64, 128), alpha=1.0, desc="source statistics"):
+    """One streaming pass over a source dataset's labels, saved with :func:`save_source_stats`.
+
+    Parameters
+    ----------
+    path : str
+        Output .npz.
+    dataset : GTA5 or SYNTHIA
+        Has ``num_classes``, ``root``, ``len()`` and ``read_label(i)`` (labels only, no images).
+    grid, alpha
+        Spatial-prior cells (gh, gw) and additive smoothing.
+    desc : str
+        Progress-bar label.
+
+    Returns
+    -------
+    SourceStatistics
+        The counts (``class_mean_sizes()``, ``grid``, ``num_images``).
+    """
+    counter = SourceStatistics(dataset.num_classes, grid)
+    for i in tqdm(range(len(dataset)), desc=desc, unit="img", leave=False):
+        counter.update(dataset.read_label(i))
+    save_source_stats(str(path), counter.class_mean_sizes(), counter.spatial_prior(alpha),
+                      num_classes=dataset.num_classes, grid=counter.grid, alpha=alpha,
+                      num_images=counter.num_images, source=str(dataset.root))
+    return counter
 
 
 def load_source_stats(path):

@@ -13,7 +13,15 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from mlsl_gluon.losses import classification_bce, mlsl_loss, ohem_cross_entropy, segmentation_cross_entropy
+from mlsl_gluon.config import LossSettings
+from mlsl_gluon.losses import (
+    IGNORE_LABEL,
+    SEG_NORMALIZATIONS,
+    classification_bce,
+    mlsl_loss,
+    ohem_cross_entropy,
+    segmentation_cross_entropy,
+)
 from mlsl_gluon.training.distributed import num_workers, process_kvstore, start_distributed_trainer
 
 logger = logging.getLogger(__name__)
@@ -63,6 +71,11 @@ def build_trainer(net, ctx_list, *, lr, momentum=0.9, wd=5e-4, kvstore="device")
     variance) are not given to the trainer, so they stay frozen. Updates always run on the
     workers (``update_on_kvstore=False``): the kvstore only sums gradients, so the learning
     rate can change between rounds and optimiser states can be saved, also with ``dist_sync``.
+    The gradient rescaling (``rescale_grad``) is set by :func:`train_epoch` at every step
+    (``Trainer.step``): 1 / number of devices with the released loss normalisation, as the
+    released ``optimizer_params`` (``'rescale_grad': 1.0 / len(args.gpus.split(','))``,
+    engrjavediqbal/MLSL ``issegm1/solve_ST.py`` L733, ``issegm/solve_ST1.py`` L627), or
+    1 / global batch size with the per-image one.
     With a ``dist_*`` kvstore every worker must call this (it waits for all of them); the
     first call of a process gives every worker rank 0's parameter values, later calls (a new
     trainer per round) reuse the process's kvstore and must train the same network.
@@ -146,7 +159,8 @@ def _split(array, ctx_list):
 def _pad_batch(images, label8, weak, num_devices):
     """Repeat images so every device gets one; returns arrays and a (N',) mask of real images.
 
-    A device without data would keep a stale gradient; padded copies get weight 0 instead.
+    A device without data would keep a stale gradient; padded copies get weight 0 instead,
+    and no labelled pixel, so they also stay out of a per-batch valid-pixel count.
     """
     images, label8 = _as_ndarray(images), _as_ndarray(label8)
     weak = None if weak is None else _as_ndarray(weak)
@@ -157,17 +171,18 @@ def _pad_batch(images, label8, weak, num_devices):
     take = mx.nd.array(np.arange(num_devices) % real)
     mask[real:] = 0
     pad = [None if a is None else mx.nd.take(a, take) for a in (images, label8, weak)]
+    pad[1][real:] = IGNORE_LABEL
     return pad[0], pad[1], pad[2], mask
 
 
-def _forward_losses(net, images, label8, weak, *, use_cls, ohem):
+def _forward_losses(net, images, label8, weak, *, use_cls, ohem, normalization):
     """Per-image losses on one device: (seg (n,), cls (n,) or None, classifier unused?)."""
     out = net(images)
     seg_logits, cls_logits = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
     if ohem:
-        seg = ohem_cross_entropy(mx.nd, seg_logits, label8)
+        seg = ohem_cross_entropy(mx.nd, seg_logits, label8, normalization=normalization)
     else:
-        seg = segmentation_cross_entropy(mx.nd, seg_logits, label8)
+        seg = segmentation_cross_entropy(mx.nd, seg_logits, label8, normalization=normalization)
     if not use_cls:
         return seg, None, cls_logits is not None
     if cls_logits is None:
@@ -182,18 +197,26 @@ def _check_finite(iteration, values):
             raise NonFiniteLossError(iteration, name, value)
 
 
-def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=False, ohem=False,
-                cls_loss_scale=None, start_iteration=0, log_every=20, progress=True,
-                on_iteration=None, seed=None):
+def train_epoch(net, trainer, batches, ctx_list, *, loss=LossSettings(), start_iteration=0, log_every=20,
+                progress=True, on_iteration=None, seed=None):
     """One pass of SGD over ``batches``: step 2 of a round (Eq. 3, or Eq. 7 with ``use_cls``).
 
     Each global batch is split over ``ctx_list`` (a batch smaller than the device count is
-    padded with zero-weight copies); every device computes per-image losses
-    (Eq. 1/2 segmentation cross-entropy at stride 8, plus ``lambda_cls`` x Eq. 5 with
-    ``use_cls``), their sum is back-propagated, and ``trainer.step`` divides by the global
-    batch size (times the number of ``dist_*`` workers), so the update does not depend on how
-    the batch is split. A classifier branch the network has but ``use_cls`` leaves unused is
-    not updated at all. Deterministic on CPU for identical inputs and parameters; with
+    padded with zero-weight copies); every device computes its loss (Eq. 1/2 segmentation
+    cross-entropy at stride 8, plus ``lambda_cls`` x Eq. 5 per image with ``use_cls``) and
+    back-propagates it. ``loss.normalization`` says how:
+
+    - ``'valid_pixels_per_device_batch'`` (released code): device loss = cross-entropy
+      averaged over the valid pixels of the device's batch (OHEM: selected over it) +
+      ``lambda_cls`` x the per-image Eq. 5 values SUMMED over the device's images; the update
+      uses the mean of the device gradients (``rescale_grad`` = 1 / number of devices holding
+      images, times the number of ``dist_*`` workers). The update depends on the split.
+    - ``'per_image'`` (paper text): each image's mean over its own valid pixels, plus
+      ``lambda_cls`` x Eq. 5; the update uses the mean over the global batch (``rescale_grad``
+      = 1 / (batch size x workers)), so it does not depend on how the batch is split.
+
+    A classifier branch the network has but ``use_cls`` leaves unused is not updated at all.
+    Deterministic on CPU for identical inputs and parameters; with
     dropout in the network pass ``seed`` so that the masks depend only on the iteration.
 
     Parameters
@@ -206,14 +229,12 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
         Yields ``(images (N,3,S,S), label8 (N,S/8,S/8), weak (N,C) or None)`` as numpy
         arrays or NDArrays; label 255 = no (pseudo-)label. ``len(batches)`` sizes the bar.
     ctx_list : list of mx.Context
-    lambda_cls : float
-        ``lambda_Fcl`` of Eq. 6 (paper: 0.025).
-    use_cls : bool
-        Add the PWL classification loss (Eq. 5); ``weak`` must then be given.
-    ohem : bool
-        Released-code option: OHEM bootstrapped cross-entropy instead of Eq. 1/2.
-    cls_loss_scale : float or None
-        Released-code option: if given, replaces ``lambda_cls`` (the released code used 0.04).
+    loss : LossSettings
+        ``use_cls``: add the PWL classification loss (Eq. 5; ``weak`` must then be given) with
+        weight ``lambda_cls`` (``lambda_Fcl`` of Eq. 6, paper 0.025); released-code options
+        ``ohem`` (OHEM bootstrapped cross-entropy instead of Eq. 1/2) and ``cls_loss_scale``
+        (if given, replaces ``lambda_cls``; the released code used 0.04); ``normalization``
+        (see above).
     start_iteration : int
         Global index of the first batch (for logging, errors and resumed epochs).
     log_every : int
@@ -231,7 +252,9 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
     Returns
     -------
     dict
-        Mean ``seg``, ``total`` (and ``cls``) losses per image over the epoch, ``iterations``,
+        ``seg`` and ``total``: the losses whose gradient the updates used (per image with
+        ``'per_image'``, per device batch with the released normalisation), ``cls`` the mean
+        Eq. 5 value per image, each averaged over the epoch's images; ``iterations``,
         ``images`` and ``images_per_s``.
 
     Raises
@@ -239,7 +262,11 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
     NonFiniteLossError
         Before the update of the iteration where a loss is NaN or infinite.
     """
-    weight = lambda_cls if cls_loss_scale is None else cls_loss_scale
+    weight, use_cls, ohem = loss.cls_weight, loss.use_cls, loss.ohem
+    loss_normalization = loss.normalization
+    if loss_normalization not in SEG_NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {SEG_NORMALIZATIONS}, "
+                         f"got {loss_normalization!r}")
     total = {"seg": 0.0, "total": 0.0}
     if use_cls:
         total["cls"] = 0.0
@@ -258,20 +285,23 @@ def train_epoch(net, trainer, batches, ctx_list, *, lambda_cls=0.025, use_cls=Fa
         seg_sums, cls_sums, objectives = [], [], []
         with autograd.record():
             for x, y, m, c in parts:
-                seg, cls, cls_unused = _forward_losses(net, x, y, c, use_cls=use_cls, ohem=ohem)
+                seg, cls, cls_unused = _forward_losses(net, x, y, c, use_cls=use_cls, ohem=ohem,
+                                                       normalization=loss_normalization)
                 objective = mlsl_loss(seg, cls, weight) if use_cls else seg
                 objectives.append((objective * m).sum())
                 seg_sums.append((seg * m).sum())
                 if use_cls:
                     cls_sums.append((cls * m).sum())
         autograd.backward(objectives)
-        losses = {"seg": _sum_to_float(seg_sums) / batch_size}
+        # The gradients of the devices are summed; divide by what the losses are averaged over.
+        divisor = batch_size if loss_normalization == "per_image" else min(batch_size, len(ctx_list))
+        losses = {"seg": _sum_to_float(seg_sums) / divisor}
         if use_cls:
             losses["cls"] = _sum_to_float(cls_sums) / batch_size
-        losses["total"] = _sum_to_float(objectives) / batch_size
+        losses["total"] = _sum_to_float(objectives) / divisor
         _check_finite(iteration, losses)
         # Without use_cls the classifier's parameters get no gradient: skip (not decay) them.
-        trainer.step(batch_size * num_workers(trainer), ignore_stale_grad=cls_unused)
+        trainer.step(divisor * num_workers(trainer), ignore_stale_grad=cls_unused)
         seen += batch_size
         for name, value in losses.items():
             total[name] += value * batch_size

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from tqdm import tqdm
-
 from ..data import GTA5, SYNTHIA, Cityscapes, DatasetError
 from ..data.gta5 import GTA5_SIZE
 from ..model.weight_files import WeightsError, inspect_weights
-from ..pseudo_labels.source_stats import SourceStatistics, load_source_stats, save_source_stats
+from ..pseudo_labels.source_stats import load_source_stats, write_source_stats
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +146,7 @@ def source_statistics(run, config, source):
     if given:
         raise InputError(f"pseudo_label.source_stats {path} not found (make it with `mlsl-gluon stats`, or "
                          f"set it to null to compute it in the run folder)")
-    counter = SourceStatistics(config.num_classes)
-    for i in tqdm(range(len(source)), desc="source statistics", unit="img", leave=False):
-        counter.update(source.read_label(i))
-    save_source_stats(str(path), counter.class_mean_sizes(), counter.spatial_prior(),
-                      num_classes=config.num_classes, grid=counter.grid, alpha=1.0,
-                      num_images=counter.num_images, source=str(source.root))
+    counter = write_source_stats(str(path), source)
     logger.info("wrote Eq. 4 class sizes and the spatial prior of %d source images to %s",
                 counter.num_images, path)
     return load_source_stats(str(path))

@@ -6,105 +6,34 @@ One loop serves every method: CBST (SI pseudo-labels), SISC (Sec. 3.2), each wit
 pseudo weak labels (Sec. 3.3), and source-only (no rounds). The run resumes from
 ``checkpoints/latest.params``, whose state is ``{"round": r, "phase": "pseudo" | "train", ...}``.
 """
-import hashlib
+import dataclasses
 import logging
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 
-from ..config import source_portion, target_portion
-from ..data import TrainTransform
-from ..evaluation import evaluate
-from ..evaluation.report import read_evaluation, write_evaluation
-from ..model import MLSLNet, init_params
-from ..model.weight_files import load_network_weights
-from ..model.weights import save_weights
+from ..config import pseudo_label_settings, source_portion, train_settings
 from ..pseudo_labels import released_per_crop_weak_labels, run_pseudo_label_round
+from ..pseudo_labels.round import RoundFolder, file_digest
 from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
 from .engine import build_trainer, round_learning_rate
-from .inputs import SOURCE_WEIGHTS, InputError, source_statistics, weights_kind
-from .stage import no_event, train_stage, worker_shard
+from .inputs import SOURCE_WEIGHTS, InputError, source_statistics
+from .network import build_network, evaluate_round, finish
+from .stage import no_event, train_stage, train_transform, worker_shard
 
 logger = logging.getLogger(__name__)
 
 
-def build_network(config, ctx_list, weights):
-    """MLSLNet of the run, initialised (seeded) and loaded from ``weights``.
-
-    ademxapp/CBST files fill the trunk and segmentation head; our Gluon files fill everything
-    they hold; the classification branch, absent from ademxapp files, keeps its seeded init.
-    """
-    net = MLSLNet(config.num_classes, width=config.model.width, with_classifier=config.use_pwl,
-                  freeze_bn=config.model.freeze_bn)
-    mx.random.seed(config.experiment.seed)
-    init_params(net, ctx=ctx_list)
-    weights_kind(weights, config.num_classes)
-    kind = load_network_weights(net, weights, ctx=ctx_list).kind
-    net.hybridize()
-    return net, kind
-
-
-def train_transform(config):
-    """The training augmentation of SPEC section 2 (item rng supplied per call)."""
-    return TrainTransform(crop_size=config.data.crop_size, scale_range=tuple(config.data.scale_range),
-                          flip=config.data.flip, hard_class=config.data.hard_classes_released)
-
-
-def loss_options(config):
-    """Keyword arguments of ``train_epoch`` for the method (Eq. 3 or Eq. 7)."""
-    return {"lambda_cls": config.train.lambda_cls, "use_cls": config.use_pwl,
-            "ohem": config.train.ohem_released,
-            "cls_loss_scale": config.train.cls_loss_scale_released}
-
-
-def evaluate_round(run, config, net, data, ctx_list, out_dirs, metadata, progress=True):
-    """Step 3: evaluate on the target val set, write iou.json into ``out_dirs``, log per-class IoU."""
-    if data.target_val is None:
-        return None
-    matrix = evaluate(net, data.target_val, ctx_list, flip=config.eval.flip, scales=tuple(config.eval.scales),
-                      num_classes=config.num_classes, progress=progress)
-    for out_dir in out_dirs:
-        summary = write_evaluation(out_dir, matrix, metadata)
-    run.log("eval", **metadata, miou=summary["miou"], miou13=summary.get("miou13"), iou=summary["iou"],
-            class_names=summary["class_names"])
-    logger.info("round %s (%s): mIoU %.2f%%", metadata["round"], metadata["method"],
-                100 * (summary["miou"] or 0.0))
-    return summary
-
-
-def file_digest(path):
-    """SHA-256 of a file: ties cached pseudo-label entries to the weights that produced them."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def patch_seed_of_round(seed, round_idx):
-    """SISC patch seed of round r: every round draws new random patches, reproducibly."""
-    return int(np.random.SeedSequence([seed, round_idx]).generate_state(1)[0])
-
-
-def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weights_file, shard=None,
-                      progress=True):
+def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weights_file, progress=True):
     """Step 1 of round r: SI (CBST) or SISC pseudo-labels + PWL of the whole target set."""
-    pl = config.pseudo_label
-    portion = target_portion(round_idx, pl.portion_start, pl.portion_step, pl.portion_max)
+    settings = pseudo_label_settings(config)
+    portion = settings.portion(round_idx)
     out_dir = run.pseudo_dir(round_idx)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = run_pseudo_label_round(
-        net, data.target_train, out_dir, round_idx=round_idx, portion=portion, ctx=ctx_list,
-        method=config.pseudo_label_method, K=pl.K, patch_size=pl.patch_size,
-        seed=patch_seed_of_round(config.experiment.seed, round_idx),
-        flip=pl.flip, include_si=pl.include_si_released, aggregation=pl.aggregation, batch_size=pl.batch_size,
-        longer_side=pl.longer_side, prior=stats["spatial_prior"] if pl.spatial_prior else None,
-        class_mean_sizes=stats["class_mean_sizes"] if config.use_pwl else None, eta=pl.eta,
-        cache_path=out_dir / "probabilities.h5",
-        checkpoint_digest=file_digest(weights_file), shard=shard or (0, 1), regenerate=False,
-        progress=progress)
+        net, data.target_train, RoundFolder(str(out_dir), round_idx), portion=portion, ctx=ctx_list,
+        settings=settings, source_stats=stats, checkpoint_digest=file_digest(weights_file), progress=progress)
     run.log("pseudo_labels", round=round_idx, portion=portion, stats=_jsonable(result))
     return result
 
@@ -178,9 +107,10 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
         logger.info("resuming at round %d, %s phase, epoch %d, iteration %d", state["round"], state["phase"],
                     state["epoch"], state["iteration"])
     total_rounds = config.rounds.num_rounds
+    settings = train_settings(config)
     while state["round"] < total_rounds:
         r = state["round"]
-        lr = round_learning_rate(config.train.lr, r)
+        stage = dataclasses.replace(settings, lr=round_learning_rate(settings.lr, r))
         if state["phase"] == "pseudo":
             pseudo_label_step(run, config, net, data, ctx_list, r, stats, pseudo_weights, progress=progress)
             state = dict(state, stage=r + 1, phase="train", epoch=0, iteration=0)
@@ -189,20 +119,17 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
             on_event("pseudo_done", round=r)
         # Every round is its own training session at a fixed lr (CBST's released code restarted
         # from the saved model each round), so momentum starts from zero in each round.
-        trainer = build_trainer(net, ctx_list, lr=lr, momentum=config.train.momentum, wd=config.train.wd,
+        trainer = build_trainer(net, ctx_list, lr=stage.lr, momentum=stage.momentum, wd=stage.wd,
                                 kvstore=kvstore)
         if state["epoch"] or state["iteration"]:
             load_checkpoint(run.latest_checkpoint, net, trainer)
         dataset = round_dataset(run, config, data, r)
-        state = train_stage(run, net, trainer, dataset, ctx_list, state=state,
-                            epochs=config.rounds.epochs_per_round, batch_size=config.train.batch_size,
-                            seed=config.experiment.seed, lr=lr, loss_options=loss_options(config),
-                            checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
+        state = train_stage(run, net, trainer, dataset, ctx_list, state=state, settings=stage,
                             on_event=on_event, progress=progress, shard=worker_shard(kvstore))
         # The last round's weights are the final ones: their evaluation is also the run's result.
         out_dirs = [run.path / f"round_{r:02d}" / "eval"] + ([run.path] if r == total_rounds - 1 else [])
         evaluate_round(run, config, net, data, ctx_list, out_dirs,
-                       {"round": r, "method": config.experiment.method, "lr": lr}, progress)
+                       {"round": r, "method": config.experiment.method, "lr": stage.lr}, progress)
         next_state = {"stage": r + 2, "round": r + 1, "phase": "pseudo", "epoch": 0, "iteration": 0}
         save_checkpoint(run.round_checkpoint(r), net, trainer, next_state)
         save_checkpoint(run.latest_checkpoint, net, trainer, next_state)
@@ -210,16 +137,3 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
         on_event("round_end", round=r)
     return finish(run, config, net, data, ctx_list, progress)
 
-
-def finish(run, config, net, data, ctx_list, progress=True):
-    """Final weights (Gluon file), final evaluation in the run folder, and the run summary."""
-    save_weights(net, run.path / "final.params")
-    final = read_evaluation(run.path) if (run.path / "iou.json").is_file() else evaluate_round(
-        run, config, net, data, ctx_list, [run.path], {"round": "final", "method": config.experiment.method},
-        progress)
-    rounds = [r for r in run.read_log("eval") if isinstance(r.get("round"), int)]
-    return {"method": config.experiment.method, "source": config.experiment.source,
-            "final_weights": str(run.path / "final.params"),
-            "round_miou": {str(r["round"]): r["miou"] for r in rounds},
-            "miou": None if final is None else final["miou"],
-            "miou13": None if final is None else final.get("miou13")}

@@ -7,11 +7,12 @@ that is the paper's "source only" row.
 """
 import logging
 
+from ..config import train_settings
 from .checkpoint import load_checkpoint
 from .datasets import SelfTrainingSet
 from .engine import build_trainer
-from .rounds import build_network, finish, train_transform
-from .stage import no_event, train_stage, worker_shard
+from .network import build_network, finish
+from .stage import no_event, train_stage, train_transform, worker_shard
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,16 @@ def run_source_only(run, config, data, weights, ctx_list, *, kvstore="device", o
     Returns
     -------
     dict
-        Run summary (see :func:`mlsl_gluon.training.rounds.finish`).
+        Run summary (see :func:`mlsl_gluon.training.network.finish`).
     """
     net, kind = build_network(config, ctx_list, weights)
     if kind in ("source", "gluon"):
         logger.info("%s already holds a segmentation model: source-only training skipped, "
                     "evaluating it", weights)
         return finish(run, config, net, data, ctx_list, progress)
-    so = config.source_only
-    trainer = build_trainer(net, ctx_list, lr=so.lr, momentum=so.momentum, wd=so.wd, kvstore=kvstore)
+    settings = train_settings(config)
+    trainer = build_trainer(net, ctx_list, lr=settings.lr, momentum=settings.momentum, wd=settings.wd,
+                            kvstore=kvstore)
     state = source_only_state()
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net, trainer)
@@ -56,8 +58,6 @@ def run_source_only(run, config, data, weights, ctx_list, *, kvstore="device", o
                     state["epoch"], state["iteration"])
     dataset = SelfTrainingSet(data.source, range(len(data.source)), train_transform(config),
                               config.num_classes)
-    train_stage(run, net, trainer, dataset, ctx_list, state=state, epochs=so.epochs, batch_size=so.batch_size,
-                seed=config.experiment.seed, lr=so.lr, loss_options={"use_cls": False},
-                checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
-                on_event=on_event, progress=progress, shard=worker_shard(kvstore))
+    train_stage(run, net, trainer, dataset, ctx_list, state=state, settings=settings, on_event=on_event,
+                progress=progress, shard=worker_shard(kvstore))
     return finish(run, config, net, data, ctx_list, progress)

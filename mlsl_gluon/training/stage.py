@@ -8,6 +8,7 @@ import logging
 
 import mxnet as mx
 
+from ..data import TrainTransform
 from .checkpoint import save_checkpoint
 from .datasets import EpochBatches, num_batches
 from .engine import NonFiniteLossError, train_epoch
@@ -33,9 +34,15 @@ def worker_shard(kvstore):
     return 0, 1
 
 
-def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_size, seed, lr,
-                loss_options, checkpoint_every, log_every, on_event=no_event, progress=True, shard=(0, 1)):
-    """Train ``epochs`` epochs from the position in ``state``, checkpointing into the run folder.
+def train_transform(config):
+    """The training augmentation of SPEC section 2 (item rng supplied per call)."""
+    return TrainTransform(crop_size=config.data.crop_size, scale_range=tuple(config.data.scale_range),
+                          flip=config.data.flip, hard_class=config.data.hard_classes_released)
+
+
+def train_stage(run, net, trainer, dataset, ctx_list, *, state, settings, on_event=no_event, progress=True,
+                shard=(0, 1)):
+    """Train ``settings.epochs`` epochs from the position in ``state``, checkpointing into the run folder.
 
     Parameters
     ----------
@@ -46,15 +53,11 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_si
     dataset : SelfTrainingSet
     state : dict
         Checkpoint state with ``stage``, ``epoch`` and ``iteration`` (and anything else to keep).
-    epochs, batch_size, seed : int
-    lr : float
-        Learning rate (logged; the trainer already uses it).
-    loss_options : dict
-        ``lambda_cls``, ``use_cls``, ``ohem``, ``cls_loss_scale`` for ``train_epoch``.
-    checkpoint_every : int
-        Mid-epoch checkpoint every this many iterations (0 = only at epoch ends).
-    log_every : int
-        Metrics line and log line every this many iterations.
+    settings : TrainSettings
+        ``epochs``, ``batch_size``, ``seed``, ``loss`` (for ``train_epoch``), ``lr`` (logged; the
+        trainer already uses it), ``checkpoint_every`` (mid-epoch checkpoint every this many
+        iterations, 0 = only at epoch ends) and ``log_every`` (metrics and log line every this
+        many iterations).
     on_event : callable
         ``on_event(name, **info)`` after every iteration (``'iteration'``) and epoch (``'epoch_end'``).
     shard : (int, int)
@@ -71,11 +74,13 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_si
         On a NaN / infinite loss, naming round, epoch and iteration; latest.params stays the
         last good state.
     """
+    epochs, batch_size, lr = settings.epochs, settings.batch_size, settings.lr
+    log_every, checkpoint_every = settings.log_every, settings.checkpoint_every
     state = dict(state)
     total = num_batches(len(dataset), batch_size * shard[1])
     while state["epoch"] < epochs:
         epoch, start = state["epoch"], state["iteration"]
-        batches = EpochBatches(dataset, batch_size, seed=seed, stage=state["stage"], epoch=epoch,
+        batches = EpochBatches(dataset, batch_size, seed=settings.seed, stage=state["stage"], epoch=epoch,
                                start_iteration=start, shard=shard)
         where = {"stage": state["stage"], "round": state.get("round"), "epoch": epoch}
 
@@ -89,7 +94,7 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, epochs, batch_si
 
         try:
             result = train_epoch(net, trainer, batches, ctx_list, start_iteration=start, log_every=log_every,
-                                 progress=progress, on_iteration=on_iteration, **loss_options)
+                                 progress=progress, on_iteration=on_iteration, loss=settings.loss)
         except NonFiniteLossError as err:
             run.log("stopped", **where, iteration=err.iteration, loss=err.loss_name, value=str(err.value))
             raise TrainingStopped(
