@@ -10,6 +10,7 @@ import pytest
 from mxnet.gluon import nn
 from test_rounds_datasets import make_set, pseudo_dir  # noqa: F401  (fixture)
 
+from mlsl_gluon.config import LossSettings
 from mlsl_gluon.model import MLSLNet, init_params
 from mlsl_gluon.pseudo_labels.inference import single_inference, single_inference_many
 from mlsl_gluon.training import build_trainer, train_epoch
@@ -165,8 +166,8 @@ def test_weights_trained_with_loader_workers_are_bit_identical(pseudo_dir):  # n
         trainer = build_trainer(net, [mx.cpu()], lr=0.01)
         initial.append(net.seg_head.linear.weight.data().asnumpy().tobytes())
         batches = EpochBatches(ds, 2, seed=5, stage=1, epoch=0)
-        train_epoch(net, trainer, BackgroundBatches(batches, workers), [mx.cpu()], use_cls=True,
-                    progress=False, log_every=0)
+        train_epoch(net, trainer, BackgroundBatches(batches, workers), [mx.cpu()],
+                    loss=LossSettings(use_cls=True), progress=False, log_every=0)
         return {name: p.data().asnumpy().tobytes() for name, p in net._collect_params_with_prefix().items()}
 
     initial = []
