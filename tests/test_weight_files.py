@@ -173,7 +173,8 @@ def test_one_loader_for_every_format_and_train_takes_a_checkpoint(tmp_path):
         p.set_data(mx.nd.random.uniform(0.5, 1.5, shape=p.shape))
     files = {"gluon": save_weights(pwl, tmp_path / "own.params"),
              "ademxapp-mlsl": save_ademxapp_params(pwl, tmp_path / "mlsl.params"),
-             "symbol": export_symbol(pwl, tmp_path / "exp", input_shape=(1, 3, 16, 16))[1]}
+             "symbol": export_symbol(pwl, tmp_path / "exp", input_shape=(1, 3, 16, 16),
+                                     include_classifier=True)[1]}
     save_checkpoint(tmp_path / "latest.params", pwl, None, {"round": 1})
     files["checkpoint"] = tmp_path / "latest.params"
     expected = _snapshot(pwl)
