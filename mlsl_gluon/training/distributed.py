@@ -11,9 +11,10 @@ With ``dist_sync`` each worker trains on its own shard of the data (:func:`shard
 shards the same length so every worker makes the same number of steps); the servers sum the
 gradients of all workers at every step and each worker applies the same update, so all workers
 hold identical parameters. Step 1 of every round (pseudo-labels) is sharded over the workers
-too, in a run folder they share: see :mod:`.worker_group`. Worker ranks are assigned by the scheduler: read them with
-:func:`worker_rank` / :func:`num_workers` from a trainer, or from ``process_kvstore('dist_sync')``
-(``.rank``, ``.num_workers``: the one kvstore of this process) before building the trainer.
+too, in a run folder they share: see :mod:`.worker_group`. Worker ranks are assigned by the
+scheduler: read them with :func:`worker_rank` / :func:`num_workers` from a trainer, or from
+``process_kvstore('dist_sync')`` (``.rank``, ``.num_workers``: the one kvstore of this process)
+before building the trainer.
 
 Launching on several hosts
 --------------------------
