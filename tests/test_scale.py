@@ -3,6 +3,7 @@ process itself, and MXNet's dropout generator is reseeded per step wherever batc
 import json
 import threading
 import time
+from pathlib import Path
 
 import mxnet as mx
 import numpy as np
@@ -209,3 +210,15 @@ def test_si_images_are_split_over_the_devices():
         assert a.shape == b.shape and np.array_equal(a, b)
     assert {size for _, size in net.calls} == {1}  # one image per device and call
     assert {device for device, _ in net.calls} == {"cpu(0)", "cpu(1)"}
+
+
+def test_rank0_file_of_a_worker(tmp_path):
+    group = WorkerGroup(1, 2, tmp_path, channel=object())
+    own = worker_folder(tmp_path, 1)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "round_00.params").write_bytes(b"rank 0")
+    assert group.rank0_file(own / "checkpoints" / "round_00.params", own) == \
+        tmp_path / "checkpoints" / "round_00.params"
+    assert group.rank0_file(Path("/data/source.params"), own) == Path("/data/source.params")
+    with pytest.raises(SharedFolderError, match="round_01.params"):
+        group.rank0_file(own / "checkpoints" / "round_01.params", own, timeout=0.1)

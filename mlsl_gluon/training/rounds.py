@@ -42,6 +42,9 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = RoundFolder(str(out_dir), round_idx, shard=group.shard)
     started = time.perf_counter()
+    if group.num_workers > 1:
+        group.barrier()  # rank 0 has written the weights of the previous round
+        weights_file = group.rank0_file(weights_file, run.path)
 
     def label_shard():
         return run_pseudo_label_round(

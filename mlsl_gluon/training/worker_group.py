@@ -149,6 +149,18 @@ class WorkerGroup:
         """``own_path`` (inside this worker's run folder ``own_root``) moved into the shared folder."""
         return self.root / Path(own_path).relative_to(own_root)
 
+    def rank0_file(self, path, own_root, timeout=VISIBILITY_TIMEOUT):
+        """Rank 0's copy of a file of this worker's run folder (other paths are returned as they are).
+
+        Every worker writes its own round checkpoints, with equal parameters but not always
+        equal bytes; the pseudo-label caches of all shards must name one file's digest.
+        """
+        try:
+            shared = self.shared_path(path, own_root)
+        except ValueError:  # not inside the run folder: the same path on every host
+            return Path(path)
+        return self.wait_for_file(shared, timeout)
+
     def join(self, state, timeout=VISIBILITY_TIMEOUT):
         """Check that every worker sees the shared folder, and agree on the state to resume from.
 
