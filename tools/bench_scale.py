@@ -96,6 +96,9 @@ def bench_pseudo_pass(runs, tmp):
             folders = [out] + [out / f"worker{r}" for r in range(1, workers)]
             seconds[workers].append(max(step_one_seconds(f) for f in folders))
             outputs[workers] = labels_of(out / "round_00" / "pseudo")
+            stats = json.loads((out / "round_00" / "pseudo" / "stats.json").read_text())
+            print(f"  pass 1 per shard {stats['pass1_seconds']} s, pass 2 (rank 0) {stats['pass2_seconds']} s",
+                  flush=True)
             print(f"step 1, {workers} worker(s), run {run + 1}/{runs}: {seconds[workers][-1]:.2f} s",
                   flush=True)
     identical = outputs[1] == outputs[2]
@@ -163,7 +166,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration")
     parser.add_argument("--sample-root", type=Path, default=DEFAULT_SAMPLE,
                         help="GTA5 folder holding images/00005.png and labels/00005.png")
-    parser.add_argument("--frames", type=int, default=16, help="replicated frames for the loader figures")
+    parser.add_argument("--frames", type=int, default=32, help="replicated frames for the loader figures")
     parser.add_argument("--train-frames", type=int, default=8, help="frames per training-step epoch")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["pseudo", "predict", "loader", "train"])
