@@ -97,8 +97,8 @@ def bench_pseudo_pass(runs, tmp):
             seconds[workers].append(max(step_one_seconds(f) for f in folders))
             outputs[workers] = labels_of(out / "round_00" / "pseudo")
             stats = json.loads((out / "round_00" / "pseudo" / "stats.json").read_text())
-            print(f"  pass 1 per shard {stats['pass1_seconds']} s, pass 2 (rank 0) {stats['pass2_seconds']} s",
-                  flush=True)
+            print(f"  pass 1 per shard {stats['pass1_seconds']} s, pass 2 (rank 0) "
+                  f"{stats['pass2_seconds']} s", flush=True)
             print(f"step 1, {workers} worker(s), run {run + 1}/{runs}: {seconds[workers][-1]:.2f} s",
                   flush=True)
     identical = outputs[1] == outputs[2]
