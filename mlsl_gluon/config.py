@@ -1,9 +1,11 @@
-"""Typed run configuration: every number of a training run, defaults = the paper (SPEC 3-5).
+"""Typed run configuration: every number of a training run (SPEC 3-5; profile fields: SPEC 9).
 
 Resolution order: dataclass defaults -> the preset of the (source, method) pair ->
 an experiments/*.yaml file -> ``--set key=value`` overrides. YAML and ``--set`` are strict:
 an unknown key or a value of the wrong type is an error naming the file and the key.
 Options that reproduce the authors' released code instead of the paper end in ``_released``.
+``experiment.profile`` (released | paper, :mod:`mlsl_gluon.profiles`) sets every field whose default
+is None ("from the profile") once, at the end of :func:`load_config`.
 """
 import dataclasses
 import math
@@ -13,6 +15,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import yaml
+
+from .config_ranges import order_errors, range_error
+from .profiles import DEFAULT_PROFILE, ProfileError, field_value, profile_value, resolve_profile
 
 SOURCES = ("gta5", "synthia")
 METHODS = ("source-only", "cbst", "cbst-pwl", "sisc", "sisc-pwl")
@@ -28,6 +33,7 @@ class ExperimentConfig:
     source: str = "gta5"  # source domain: gta5 (19 classes) or synthia (16 classes); target is Cityscapes
     method: str = "sisc-pwl"  # source-only | cbst (SI labels) | cbst-pwl | sisc (Sec. 3.2) | sisc-pwl
     seed: int = 0  # seeds source subsets, shuffling, augmentation, dropout and SISC patches
+    profile: str = DEFAULT_PROFILE  # released (the authors' code) | paper (its text): fields left null below
 
 
 @dataclass
@@ -43,18 +49,24 @@ class DataConfig:
     crop_size: int = 504  # square training crop: the paper's 500 rounded up to a multiple of 8
     scale_range: List[float] = field(default_factory=lambda: [0.7, 1.3])  # random rescale of the native size
     flip: bool = True  # random horizontal flip, p = 0.5
-    hard_classes_released: Optional[List[int]] = None  # released code: crops centred on these ids, p 0.8
+    hard_classes_released: Optional[List[int]] = None  # fixed hard-class ids (null = mined each round)
+    hard_class_mining_released: Optional[bool] = None  # released: each round's rarest classes (null=profile)
+    hard_class_prob: float = 0.8  # released --mine-port: share of crops centred on a hard class
+    hard_class_share: float = 0.001  # released --mine-thresh: classes below this share of pixels
+    hard_class_number: int = 3  # released --mine-id-number: the rarest classes
 
 
 @dataclass
 class ModelConfig:
     width: float = 1.0  # channel multiplier of ResNet-38 (1.0 = the paper's network; tests use less)
     freeze_bn: bool = True  # BN statistics frozen during fine-tuning (gamma/beta still train)
+    cls_head: Optional[str] = None  # released (no ReLU after 3x3 conv, FC-512) | paper (null = profile)
+    cls_init: Optional[str] = None  # msra | normal: init of the branch's FC-C (null = profile)
 
 
 @dataclass
 class PseudoLabelConfig:
-    K: int = 50  # SISC patches per target image (Sec. 4.3: 25, 50, 100)
+    K: Optional[int] = None  # SISC patches per image: released command 25, paper 50 (null = profile)
     patch_size: int = 512  # SISC patch side h = w (Sec. 4.3: 256 or 512)
     aggregation: str = "probability"  # probability (Sec. 3.2) | vote (Sec. 4.3 "relative frequency")
     include_si_released: bool = True  # released code: add the whole-image prediction with count 1
@@ -65,7 +77,8 @@ class PseudoLabelConfig:
     portion_max: float = 0.5  # upper bound on p_r
     spatial_prior: bool = True  # CBST-SP: multiply by the source class-location frequency (GTA setting)
     eta: float = 0.05  # PWL threshold: c_pwl_i = 1 if h_t(i) > eta * m_i (Sec. 3.3.1, Table 4)
-    per_crop_weak_labels_released: bool = False  # released code: weak labels from each crop's label grid
+    per_crop_weak_labels_released: Optional[bool] = None  # released: weak labels per crop (null = profile)
+    threshold_sampling_released: Optional[bool] = None  # released: every 4th pixel + a 0 (null = profile)
     batch_size: int = 4  # SISC patches per network call (split over the devices)
     source_stats: Optional[str] = None  # Eq. 4 sizes + spatial prior .npz (null = made in the run folder)
 
@@ -76,11 +89,11 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     wd: float = 5e-4  # weight decay (not on biases and BN beta, which also get lr x2)
     batch_size: int = 2  # images per step: 2 for SISC, 1 for SISC+PWL (Sec. 4.1.3)
-    lambda_cls: float = 0.025  # Eq. 6 weight of the image-classification loss (Table 4)
+    lambda_cls: Optional[float] = None  # Eq. 6 weight (Table 4): released 0.04, paper 0.025 (null = profile)
     cls_loss_scale_released: Optional[float] = None  # released code: cls loss x 0.04 instead of lambda_cls
-    ohem_released: bool = False  # released code: OHEM bootstrapped cross-entropy
-    # released: mean over the valid pixels of a device batch; per_image: the paper text (Eq. 1/2)
-    loss_normalization: str = "valid_pixels_per_device_batch"
+    ohem_released: Optional[bool] = None  # OHEM cross-entropy: released SISC only (null = profile)
+    # valid_pixels_per_device_batch (released) | per_image (paper Eq. 1/2); null = profile
+    loss_normalization: Optional[str] = None
     log_every: int = 20  # a log line every N iterations
     checkpoint_every: int = 200  # mid-epoch checkpoint every N iterations (resume point)
     loader_workers: int = 2  # processes reading + augmenting batches (0 = none); weights do not depend on it
@@ -167,6 +180,7 @@ class PseudoLabelSettings:
     portion_start: float  # p_0 of class-balanced selection
     portion_step: float  # p_r = min(p_0 + r * step, max)
     portion_max: float
+    released_sampling: bool = False  # released thresholds: every 4th pixel per class and image, plus a 0
 
     def portion(self, round_idx):
         """Target portion p_r of round r."""
@@ -175,13 +189,14 @@ class PseudoLabelSettings:
 
 @dataclass(frozen=True)
 class LossSettings:
-    """Loss of step 2 (Eq. 3, or Eq. 7 with ``use_cls``); defaults are TrainConfig's."""
+    """Loss of step 2 (Eq. 3, or Eq. 7 with ``use_cls``); defaults are those of the released profile."""
 
     use_cls: bool = False  # train the classification branch on PWL (Eq. 5)
-    lambda_cls: float = TrainConfig.lambda_cls  # Eq. 6 weight
-    ohem: bool = TrainConfig.ohem_released  # released code: OHEM bootstrapped cross-entropy
-    cls_loss_scale: Optional[float] = TrainConfig.cls_loss_scale_released  # released: replaces lambda_cls
-    normalization: str = TrainConfig.loss_normalization  # segmentation loss averaging (see train_epoch)
+    lambda_cls: float = profile_value(DEFAULT_PROFILE, "train.lambda_cls")  # Eq. 6 weight
+    ohem: bool = False  # OHEM bootstrapped cross-entropy (released SISC)
+    cls_loss_scale: Optional[float] = TrainConfig.cls_loss_scale_released  # replaces lambda_cls when set
+    # segmentation loss averaging (see train_epoch)
+    normalization: str = profile_value(DEFAULT_PROFILE, "train.loss_normalization")
 
     @property
     def cls_weight(self):
@@ -209,26 +224,31 @@ def pseudo_label_settings(config):
     """The step-1 settings of a run configuration."""
     pl = config.pseudo_label
     return PseudoLabelSettings(
-        method=config.pseudo_label_method, K=pl.K, patch_size=pl.patch_size, seed=config.experiment.seed,
-        flip=pl.flip, include_si=pl.include_si_released, aggregation=pl.aggregation, batch_size=pl.batch_size,
-        longer_side=pl.longer_side, spatial_prior=pl.spatial_prior, weak_labels=config.use_pwl, eta=pl.eta,
-        portion_start=pl.portion_start, portion_step=pl.portion_step, portion_max=pl.portion_max)
+        method=config.pseudo_label_method, K=field_value(config, "pseudo_label.K"), patch_size=pl.patch_size,
+        seed=config.experiment.seed, flip=pl.flip, include_si=pl.include_si_released,
+        aggregation=pl.aggregation, batch_size=pl.batch_size, longer_side=pl.longer_side,
+        spatial_prior=pl.spatial_prior, weak_labels=config.use_pwl, eta=pl.eta,
+        portion_start=pl.portion_start, portion_step=pl.portion_step, portion_max=pl.portion_max,
+        released_sampling=field_value(config, "pseudo_label.threshold_sampling_released"))
 
 
 def train_settings(config):
     """The training-stage settings: source-only training for that method, else step 2 of the rounds."""
     t = config.train
+    lambda_cls = field_value(config, "train.lambda_cls")
+    normalization = field_value(config, "train.loss_normalization")
     if config.experiment.method == "source-only":
         so = config.source_only
         # Source models are trained without the classifier and with the plain Eq. 1/2 loss.
         return TrainSettings(lr=so.lr, momentum=so.momentum, wd=so.wd, batch_size=so.batch_size,
                              epochs=so.epochs, seed=config.experiment.seed,
-                             loss=LossSettings(use_cls=False, lambda_cls=t.lambda_cls, ohem=False,
-                                               cls_loss_scale=None, normalization=t.loss_normalization),
+                             loss=LossSettings(use_cls=False, lambda_cls=lambda_cls, ohem=False,
+                                               cls_loss_scale=None, normalization=normalization),
                              log_every=t.log_every, checkpoint_every=t.checkpoint_every,
                              loader_workers=t.loader_workers)
-    loss = LossSettings(use_cls=config.use_pwl, lambda_cls=t.lambda_cls, ohem=t.ohem_released,
-                        cls_loss_scale=t.cls_loss_scale_released, normalization=t.loss_normalization)
+    loss = LossSettings(use_cls=config.use_pwl, lambda_cls=lambda_cls,
+                        ohem=field_value(config, "train.ohem_released"),
+                        cls_loss_scale=t.cls_loss_scale_released, normalization=normalization)
     return TrainSettings(lr=t.lr, momentum=t.momentum, wd=t.wd, batch_size=t.batch_size,
                          epochs=config.rounds.epochs_per_round, seed=config.experiment.seed, loss=loss,
                          log_every=t.log_every, checkpoint_every=t.checkpoint_every,
@@ -310,7 +330,11 @@ def _apply(config, overrides, origin):
         for key, value in values.items():
             if key not in hints:
                 raise ConfigError(f"{origin}: unknown key {section_name}.{key}; known: {sorted(hints)}")
-            setattr(section, key, _coerce(value, hints[key], f"{origin}: {section_name}.{key}"))
+            value = _coerce(value, hints[key], f"{origin}: {section_name}.{key}")
+            problem = range_error(f"{section_name}.{key}", value)
+            if problem:
+                raise ConfigError(f"{origin}: {section_name}.{key} {problem}; give a value in that range")
+            setattr(section, key, value)
 
 
 def parse_set(text):
@@ -378,6 +402,10 @@ def load_config(path=None, overrides=(), source=None, method=None, options=None)
         _apply(config, options, "command-line options")
     for text, values in zip(overrides, set_values):
         _apply(config, values, f"--set {text}")
+    try:
+        resolve_profile(config)
+    except ProfileError as err:
+        raise ConfigError(f"{origin}: {err}") from None
     validate(config)
     return config
 
@@ -396,12 +424,12 @@ def validate(config):
                           f"got {config.data.gta5_frame_size}")
     if len(config.data.scale_range) != 2:
         raise ConfigError(f"data.scale_range must be [low, high], got {config.data.scale_range}")
-    for name in ("train.batch_size", "source_only.batch_size", "rounds.num_rounds", "pseudo_label.K"):
-        section, key = name.split(".")
-        if getattr(getattr(config, section), key) < 1:
-            raise ConfigError(f"{name} must be >= 1")
-    if config.train.loader_workers < 0:
-        raise ConfigError(f"train.loader_workers must be >= 0, got {config.train.loader_workers}")
+    values = {f"{s}.{k}": v for s, fields in to_dict(config).items() for k, v in fields.items()}
+    problems = [f"{name} {problem}" for name, value in values.items()
+                for problem in [range_error(name, value)] if problem]
+    problems += order_errors(values)
+    if problems:
+        raise ConfigError("config: " + "; ".join(problems))
 
 
 def to_dict(config):

@@ -19,8 +19,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 EXPERIMENT_FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.name != "paper_tables.yaml")
 
 
-def test_defaults_are_the_paper():
-    c = load_config()
+def test_paper_profile_defaults_are_the_paper():
+    c = load_config(overrides=["experiment.profile=paper"])
     assert (c.rounds.num_rounds, c.rounds.epochs_per_round) == (6, 2)
     assert c.train.lr == 1e-4 and c.train.lambda_cls == 0.025 and c.pseudo_label.eta == 0.05
     assert (c.pseudo_label.K, c.pseudo_label.patch_size, c.data.crop_size) == (50, 512, 504)

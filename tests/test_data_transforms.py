@@ -139,23 +139,113 @@ def test_same_rng_same_output():
     assert not np.array_equal(a[0], c[0])
 
 
-def test_hard_class_crop_released_code_option():
-    label = np.zeros((800, 800), np.uint8)
-    label[780:790, 5:15] = 17  # a tiny rare object in a corner
-    image = np.zeros((800, 800, 3), np.uint8)
-    kw = dict(crop_size=96, scale_range=(0.9, 1.1), return_full_label=True)
-    always = TrainTransform(hard_class=17, hard_class_prob=1.0, **kw)
-    never = TrainTransform(hard_class=None, **kw)
-    off = TrainTransform(hard_class=17, hard_class_prob=0.0, **kw)
-    hits = {"always": 0, "never": 0, "off": 0}
-    for seed in range(30):
-        for key, t in (("always", always), ("never", never), ("off", off)):
-            hits[key] += int(np.any(t(image, label, rng=np.random.default_rng(seed))[2] == 17))
-    assert hits["always"] == 30
-    assert hits["never"] <= 3 and hits["off"] <= 3
+def crop_corner(image, label, transform, seed):
+    """(y0, x0) of the crop window, read from a coordinate image (scale 1, no flip), and the
+    full-resolution crop label."""
+    img, _, full = transform(image, label, rng=np.random.default_rng(seed))
+    rgb = denormalize(img)
+    return (int(rgb[0, 0, 1]), int(rgb[0, 0, 0])), full
+
+
+def binomial_ok(hits, trials, p):
+    """|hits - trials p| within 4 standard deviations."""
+    return abs(hits - trials * p) <= 4 * np.sqrt(trials * p * (1 - p))
+
+
+PLAIN = dict(crop_size=64, scale_range=(1.0, 1.0), flip=False, return_full_label=True)
+
+
+def test_hard_class_drawn_uniformly_among_present_classes():
+    # 200 x 200, S = 64 at scale 1: half a crop is 32, centres in rows/cols 32..166.
+    label = np.zeros((200, 200), np.uint8)
+    label[40:90, 40:80] = 5  # 2000 pixels
+    label[120:122, 150:152] = 7  # 4 pixels
+    image = coordinate_image(200, 200)
+    t = TrainTransform(hard_class=(5, 7, 9), hard_class_prob=1.0, **PLAIN)
+    trials, hits7 = 1000, 0
+    for seed in range(trials):
+        (y0, x0), full = crop_corner(image, label, t, seed)
+        centre = label[y0 + 32, x0 + 32]
+        assert centre in (5, 7) and full[32, 32] == centre
+        np.testing.assert_array_equal(full, label[y0:y0 + 64, x0:x0 + 64])
+        hits7 += int(centre == 7)
+    # class 9 is absent: 5 and 7 are drawn with 1/2 each (a pixel draw would give 7 with 4/2004)
+    assert binomial_ok(hits7, trials, 0.5)
+
+
+def test_hard_class_priority_classes_first():
+    label = np.zeros((200, 200), np.uint8)
+    label[40:90, 40:80] = 5
+    label[120:122, 150:152] = 7
+    label[100, 60] = 3
+    image = coordinate_image(200, 200)
+    t = TrainTransform(hard_class=(5, 7), hard_class_priority=(9, 3), hard_class_prob=1.0, **PLAIN)
+    for seed in range(50):  # the one present priority class, however small, always wins
+        assert crop_corner(image, label, t, seed)[0] == (100 - 32, 60 - 32)
+    label[100, 60] = 0  # no priority class present: 5 or 7, 1/2 each
+    trials = 400
+    hits7 = sum(int(crop_corner(image, label, t, seed)[1][32, 32] == 7) for seed in range(trials))
+    assert binomial_ok(hits7, trials, 0.5)
+
+
+def test_hard_class_centres_half_a_crop_from_the_border():
+    label = np.zeros((200, 200), np.uint8)
+    label[160:171, 100] = 7  # rows 160..170, of which 160..166 may be centres (200 - 32 - 2 = 166)
+    label[100, 10:40] = 8  # cols 10..39, of which 32..39 may be centres
+    label[3, 100] = 9  # too close to the top: never a centre, so a uniform crop
+    image = coordinate_image(200, 200)
+    t = TrainTransform(hard_class=(7,), hard_class_prob=1.0, **PLAIN)
+    corners = {crop_corner(image, label, t, seed)[0] for seed in range(300)}
+    assert corners == {(y - 32, 100 - 32) for y in range(160, 167)}  # last window: rows 134..197
+    t = TrainTransform(hard_class=(8,), hard_class_prob=1.0, **PLAIN)
+    corners = {crop_corner(image, label, t, seed)[0] for seed in range(300)}
+    assert corners == {(100 - 32, x - 32) for x in range(32, 40)}
+    t = TrainTransform(hard_class=(9,), hard_class_prob=1.0, **PLAIN)
+    corners = {crop_corner(image, label, t, seed)[0] for seed in range(300)}
+    assert len(corners) > 250  # uniform over 137 x 137 windows, not the one around (3, 100)
+    # 66 x 66: the only centre is (32, 32), the window (0..63, 0..63); 65 x 65: no centre, so a
+    # uniform crop (start 0 or 1); 40 x 40 (smaller than the crop): uniform, padded
+    for size, expected in ((66, {(0, 0)}), (65, {(0, 0), (0, 1), (1, 0), (1, 1)})):
+        corners = {crop_corner(coordinate_image(size, size), np.full((size, size), 7, np.uint8),
+                               TrainTransform(hard_class=7, hard_class_prob=1.0, **PLAIN), seed)[0]
+                   for seed in range(100)}
+        assert corners == expected
+    small = TrainTransform(hard_class=7, hard_class_prob=1.0, **PLAIN)
+    fulls = [small(coordinate_image(40, 40), np.full((40, 40), 7, np.uint8), np.random.default_rng(s))[2]
+             for s in range(20)]
+    assert all((f == 7).sum() == 1600 for f in fulls) and len({np.argmax(f == 7) for f in fulls}) > 1
+
+
+def test_hard_class_window_at_scale_2():
+    # scale 2, S = 64: the native crop is int(64 / 2) = 32 pixels, the pixel at index 16: the
+    # window starts at native (50 - 16, 60 - 16), i.e. at (68, 88) of the 200 x 200 rescaled frame.
+    label = np.zeros((100, 100), np.uint8)
+    label[50, 60] = 7
+    t = TrainTransform(hard_class=7, hard_class_prob=1.0, **dict(PLAIN, scale_range=(2.0, 2.0)))
+    for seed in range(5):
+        full = t(np.zeros((100, 100, 3), np.uint8), label, np.random.default_rng(seed))[2]
+        # rescaled pixel 2k + j (j = 0, 1) comes from native pixel k (nearest): rows 100, 101
+        # and cols 120, 121 of the frame, i.e. crop pixels 32, 33
+        np.testing.assert_array_equal(np.argwhere(full == 7), [[32, 32], [32, 33], [33, 32], [33, 33]])
+
+
+def test_hard_class_prob_and_no_hard_classes():
+    label = np.zeros((200, 200), np.uint8)
+    label[50, 60] = 7
+    image = coordinate_image(200, 200)
+    trials = 1000
+    for prob in (0.3, 0.8):
+        t = TrainTransform(hard_class=7, hard_class_prob=prob, **PLAIN)
+        hard = sum(int(crop_corner(image, label, t, seed)[0] == (18, 28)) for seed in range(trials))
+        # a uniform crop lands on that window with 1 / 137^2
+        assert binomial_ok(hard, trials, prob + (1 - prob) / 137 ** 2)
+    never = TrainTransform(hard_class=None, **PLAIN)
+    off = TrainTransform(hard_class=7, hard_class_prob=0.0, **PLAIN)
+    lands = [crop_corner(image, label, t, s)[0] == (18, 28) for t in (never, off) for s in range(200)]
+    assert sum(lands) <= 1
     # a class absent from the label falls back to a random crop
-    absent = TrainTransform(hard_class=(12, 13), hard_class_prob=1.0, **kw)
-    assert absent(image, label, rng=np.random.default_rng(0))[0].shape == (3, 96, 96)
+    absent = TrainTransform(hard_class=(12, 13), hard_class_prob=1.0, **PLAIN)
+    assert len({crop_corner(image, label, absent, seed)[0] for seed in range(20)}) > 15
 
 
 def test_train_transform_rejects_bad_arguments():

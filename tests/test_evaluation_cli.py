@@ -163,7 +163,7 @@ def test_bad_weight_files_are_named(setup, tmp_path):
     junk = tmp_path / "junk.params"
     junk.write_bytes(b"not a params file")
     result = _run(["evaluate", "--weights", str(junk), "--data-root", cs])
-    assert result.exit_code != 0 and "junk.params: not an MXNet .params weight file" in result.output
+    assert result.exit_code != 0 and "junk.params: not an MXNet .params weights file" in result.output
 
     imagenet = tmp_path / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
     mx.nd.save(str(imagenet), {"arg:conv1a_weight": mx.nd.zeros((4, 3, 3, 3)),

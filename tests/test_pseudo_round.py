@@ -66,7 +66,8 @@ def net():
 
 SIZES = np.array([0.3, 0.2, 0.1, 0.05])
 SETTINGS = dataclasses.replace(pseudo_label_settings(Config()), method="sisc", K=4, patch_size=16, seed=3,
-                               batch_size=3, longer_side=None, spatial_prior=False, weak_labels=True)
+                               batch_size=3, longer_side=None, spatial_prior=False, weak_labels=True,
+                               released_sampling=False)
 ROUND = dict(portion=0.3, ctx=mx.cpu(), settings=SETTINGS, checkpoint_digest="w1",
              source_stats={"class_mean_sizes": SIZES, "spatial_prior": None})
 

@@ -1,12 +1,16 @@
 """`make reproduce-table1 SMOKE=1` / `reproduce-table2 SMOKE=1` end to end: tiny generated data in
 the real GTA5 / SYNTHIA / Cityscapes formats, reduced width, CPU. Every step of the full targets
-runs (source-only training, SI and SISC pseudo-labels, PWL, rounds, evaluation, the table)."""
+runs (source-only training, SI and SISC pseudo-labels, PWL, rounds, evaluation, the table), in the
+released profile for every row and, as `SMOKE=1` does, in the paper profile for its source-only and
+SISC+PWL rows."""
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("reproduce", ROOT / "tools" / "reproduce.py")
@@ -19,7 +23,7 @@ METHODS = ("source-only", "cbst", "cbst-pwl", "sisc", "sisc-pwl")
 @pytest.mark.slow
 @pytest.mark.parametrize("table,source,classes", [("table1", "gta5", 19), ("table2", "synthia", 16)])
 def test_smoke_table(tmp_path, table, source, classes, capsys):
-    reproduce.main([table, "--smoke", "--out", str(tmp_path)])
+    reproduce.main([table, "--smoke", "--out", str(tmp_path), "--profile", "both"])
     printed = capsys.readouterr().out
     for method in METHODS:
         run = tmp_path / f"{source}_{method.replace('-', '_')}"
@@ -37,10 +41,26 @@ def test_smoke_table(tmp_path, table, source, classes, capsys):
     assert "Ours (SISC)" in printed and "paper" in printed and "mIoU" in printed
     if classes == 16:
         assert "mIoU*" in printed
+    # The paper profile's rows, with the values the profile sets in their resolved configs.
+    assert printed.index("Profile: released") < printed.index("Profile: paper")
+    paper_run = tmp_path / "paper" / f"{source}_sisc_pwl"
+    assert json.loads((paper_run / "DONE").read_text())["method"] == "sisc-pwl"
+    assert (tmp_path / "paper" / f"{table}.json").is_file()
+    assert not (tmp_path / "paper" / f"{source}_sisc").exists()
+    released_values = ("released", 0.04, "valid_pixels_per_device_batch")
+    for run, expected in ((tmp_path / f"{source}_sisc_pwl", released_values),
+                          (paper_run, ("paper", 0.025, "per_image"))):
+        resolved = yaml.safe_load((run / "config.yaml").read_text())
+        assert (resolved["experiment"]["profile"], resolved["train"]["lambda_cls"],
+                resolved["train"]["loss_normalization"]) == expected
+    lines = (tmp_path / f"{source}_sisc" / "metrics.jsonl").read_text().splitlines()
+    hard = [json.loads(line) for line in lines if json.loads(line)["event"] == "hard_classes"]
+    assert [h["round"] for h in hard] == [0, 1] and all(len(h["ids"]) >= 3 for h in hard)
     # A second invocation resumes: every row is finished, nothing is recomputed.
-    stamp = (tmp_path / f"{source}_sisc" / "metrics.jsonl").stat().st_mtime_ns
-    reproduce.main([table, "--smoke", "--out", str(tmp_path)])
-    assert (tmp_path / f"{source}_sisc" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    stamps = [(run / "metrics.jsonl").stat().st_mtime_ns for run in (tmp_path / f"{source}_sisc", paper_run)]
+    reproduce.main([table, "--smoke", "--out", str(tmp_path), "--profile", "both"])
+    assert [(run / "metrics.jsonl").stat().st_mtime_ns for run in (tmp_path / f"{source}_sisc", paper_run)] \
+        == stamps
 
 
 def test_make_targets_call_the_driver():
@@ -48,9 +68,13 @@ def test_make_targets_call_the_driver():
                          text=True)
     assert dry.returncode == 0, dry.stderr
     assert "tools/reproduce.py table2 --out runs/table2-smoke" in dry.stdout and "--smoke" in dry.stdout
+    assert "--profile both" in dry.stdout
+    paper = subprocess.run(["make", "-n", "reproduce-table1", "DATA_ROOT=/d", "WEIGHTS_DIR=/w"], cwd=ROOT,
+                           capture_output=True, text=True, env={**os.environ, "PROFILE": "paper"})
+    assert "--profile paper" in paper.stdout
     full = subprocess.run(["make", "-n", "reproduce-table1", "DATA_ROOT=/d", "WEIGHTS_DIR=/w"], cwd=ROOT,
                           capture_output=True, text=True)
-    assert '--data-root "/d" --weights-dir "/w"' in full.stdout
+    assert '--data-root "/d" --weights-dir "/w"' in full.stdout and "--profile released" in full.stdout
     missing = subprocess.run(["make", "-n", "reproduce-table1"], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode != 0 and "DATA_ROOT" in missing.stderr
 

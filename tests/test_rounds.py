@@ -138,8 +138,16 @@ def test_resume_mid_epoch(inputs, reference):
     out = run_with_fault(inputs, "mid_epoch", fault)
     assert max_rel_diff(params_of(out / "final.params"), params_of(reference[0] / "final.params")) <= 1e-5
     assert [e["round"] for e in events(out, "pseudo_labels")] == [0, 1]  # no round redone
-    # Round 1 restarts at the checkpoint after iteration 1 and runs its remaining 5 iterations.
-    assert [(e["round"], e["iterations"]) for e in events(out, "epoch")] == [(0, 6), (1, 5)]
+    # Round 1 restarts at the checkpoint after iteration 1 and runs its remaining 5 iterations;
+    # its record still covers the whole epoch, and no line is written twice.
+    epochs, expected = events(out, "epoch"), events(reference[0], "epoch")
+    assert [(e["round"], e["iterations"], e["images"]) for e in epochs] == [
+        (e["round"], e["iterations"], e["images"]) for e in expected]
+    assert epochs[1]["resumed_at"] == 2
+    for got, want in zip(epochs, expected):
+        assert got["total"] == pytest.approx(want["total"], rel=1e-4)
+    assert [(e["round"], e["iteration"]) for e in events(out, "train")] == [
+        (e["round"], e["iteration"]) for e in events(reference[0], "train")]
 
 
 def test_resume_between_rounds(inputs, reference):
@@ -199,8 +207,8 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(inputs, mo
 
 def test_resume_with_other_config_is_refused(inputs, reference):
     root, data, weights = inputs
-    with pytest.raises(ConfigError, match=r"refusing to resume .* train.lr: 0.0001 != 0.001"):
-        run_experiment(config(extra=["train.lr=1e-3"]), data, weights, reference[0], CTX, resume=True)
+    with pytest.raises(ConfigError, match=r"refusing to resume .* experiment.seed: 0 != 1"):
+        run_experiment(config(extra=["experiment.seed=1"]), data, weights, reference[0], CTX, resume=True)
     with pytest.raises(ConfigError, match="already holds a run .* pass --resume"):
         run_experiment(config(), data, weights, reference[0], CTX)
 

@@ -11,6 +11,14 @@ the ademxapp format) and every adaptation row starts from it.
 
 Table 4 (``tools/reproduce.py table4``): the lambda_cls and eta ablations of GTA5 SISC+PWL
 (``experiments/ablation_{lambda_cls,eta}_*.yaml``), mIoU only.
+
+Profiles (``--profile``, docs/ARCHITECTURE.md "Profiles"): ``released`` (default; the authors'
+code, which produced the paper's numbers) runs into ``OUT/<row>``, ``paper`` (the paper's text)
+into ``OUT/paper/<row>``; the paper profile of Table 1 also runs Table 4's lambda_cls rows, whose
+values are on the paper's scale. ``both`` runs the released profile and then the paper one; in
+smoke mode the paper profile then runs its source-only and SISC+PWL rows only (the row with the
+most differences), which keeps the smoke run near its single-profile time. Every printed table
+names its profile.
 """
 import argparse
 import logging
@@ -21,6 +29,7 @@ import click
 import mxnet as mx
 
 from mlsl_gluon.cli import main as cli_main
+from mlsl_gluon.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"table1": "gta5", "table2": "synthia", "table4": "gta5"}
@@ -39,6 +48,9 @@ SMOKE_SIZES = [
 ]
 SMOKE_DATA = {"n_source": 8, "n_target_train": 4, "n_target_val": 2, "size": (48, 96)}
 SMOKE_SEED = 0
+SMOKE_SECOND_PROFILE_ROWS = ("source-only", "sisc-pwl")
+PROFILE_CHOICES = PROFILES + ("both",)
+PROFILE_TITLES = {"released": "the authors' released code", "paper": "the paper text"}
 
 logger = logging.getLogger("reproduce")
 
@@ -84,33 +96,42 @@ def table_rows(table):
     return {method: f"{TABLES[table]}_{method.replace('-', '_')}" for method in METHODS}
 
 
-def train_command(stem, data_root, weights, out, overrides, ctx="cpu"):
+def profile_folder(out, profile):
+    """Where one profile's run folders and tables go: OUT (released) or OUT/<profile>."""
+    return Path(out) if profile == "released" else Path(out) / profile
+
+
+def train_command(stem, data_root, weights, out, overrides, ctx="cpu", profile="released"):
     """The ``mlsl-gluon train`` arguments of one row (always resumable) and its run folder."""
     cmd = ["train", "--config", str(ROOT / "experiments" / f"{stem}.yaml"),
            "--data-root", str(data_root), "--weights", str(weights), "--out", str(out / stem),
-           "--ctx", ctx, "--resume"]
+           "--ctx", ctx, "--resume", "--profile", profile]
     for item in overrides:
         cmd += ["--set", item]
     return cmd, out / stem
 
 
-def reproduce(table, data_root, weights_dir, out, smoke=False, extra=(), ctx="cpu"):
-    """Run the rows of ``table`` and return ``{row key: run folder}``.
+def reproduce(table, data_root, weights_dir, out, smoke=False, extra=(), ctx="cpu", profile="released",
+              rows=None):
+    """Run the rows of ``table`` in one profile and return ``{row key: run folder}``.
 
     Every adaptation row starts from the source model: the CBST file in ``weights_dir``, or in
-    smoke mode the model the source-only row trains (run first also for Table 4).
+    smoke mode the model the source-only row trains (run first also for Table 4). The run
+    folders are in :func:`profile_folder`; ``rows`` (keys of :func:`table_rows`) limits the rows.
     """
     source = TABLES[table]
-    out = Path(out)
+    inputs = Path(out)
+    out = profile_folder(inputs, profile)
     out.mkdir(parents=True, exist_ok=True)
     overrides = list(SMOKE_SIZES if smoke else []) + list(extra)
     if smoke:
-        data_root, imagenet = make_smoke_inputs(out, source)
+        data_root, imagenet = make_smoke_inputs(inputs, source)
     else:
         source_weights = Path(weights_dir) / WEIGHT_FILES[source]
 
     def run(stem, weights):
-        args, folder = train_command(stem, data_root, weights, out, overrides, "cpu" if smoke else ctx)
+        args, folder = train_command(stem, data_root, weights, out, overrides, "cpu" if smoke else ctx,
+                                     profile)
         args += ["--no-progress"] if smoke else []
         logger.info("%s %s: mlsl-gluon %s", table, stem, " ".join(args))
         # In-process: one interpreter (and one MXNet start-up) for the whole table.
@@ -121,6 +142,8 @@ def reproduce(table, data_root, weights_dir, out, smoke=False, extra=(), ctx="cp
         source_weights = run(f"{source}_source_only", imagenet) / "final.params"
     runs = {}
     for key, stem in table_rows(table).items():
+        if rows is not None and key not in rows:
+            continue
         if key == "source-only":
             runs[key] = out / stem if smoke else run(stem, source_weights)
         else:
@@ -128,12 +151,35 @@ def reproduce(table, data_root, weights_dir, out, smoke=False, extra=(), ctx="cp
     return runs
 
 
-def print_table(table, runs, out):
-    """Print ours beside the paper's (evaluation engineer's printer) and write it into ``out``."""
+def print_table(table, runs, out, profile="released"):
+    """Print ours beside the paper's under a line naming the profile, and write it into ``out``."""
     from mlsl_gluon.evaluation.tables import format_table, write_table
 
+    print(f"Profile: {profile} ({PROFILE_TITLES[profile]}; docs/ARCHITECTURE.md, Profiles)")
     print(format_table(table, runs))
     write_table(out, table, runs)
+
+
+def lambda_rows():
+    """Table 4's lambda_cls row keys (run with Table 1 in the paper profile)."""
+    return tuple(key for key in table_rows("table4") if key.startswith("lambda_cls="))
+
+
+def reproduce_profiles(table, data_root, weights_dir, out, smoke=False, extra=(), ctx="cpu",
+                       profile="released"):
+    """Run and print ``table`` in ``profile`` (or both); returns ``[(profile, table, runs)]``."""
+    done = []
+    for name in (PROFILES if profile == "both" else (profile,)):
+        rows = SMOKE_SECOND_PROFILE_ROWS if smoke and profile == "both" and name != PROFILES[0] else None
+        runs = reproduce(table, data_root, weights_dir, out, smoke, extra, ctx, name, rows)
+        print_table(table, runs, profile_folder(out, name), name)
+        done.append((name, table, runs))
+        if name == "paper" and table == "table1" and not smoke:
+            # Table 4's lambda_cls values weigh the paper's loss (lambda 0.025 in Eq. 6).
+            runs = reproduce("table4", data_root, weights_dir, out, smoke, extra, ctx, name, lambda_rows())
+            print_table("table4", runs, profile_folder(out, name), name)
+            done.append((name, "table4", runs))
+    return done
 
 
 def main(argv=None):
@@ -145,16 +191,18 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny generated data, reduced sizes, CPU")
     parser.add_argument("--ctx", default="cpu", help="devices of the full runs, e.g. gpu:0 or gpu:0,1")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    parser.add_argument("--profile", choices=PROFILE_CHOICES, default="released",
+                        help="released (default), paper, or both (in smoke mode the second profile "
+                             "runs the source-only and SISC+PWL rows only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.smoke and not (args.data_root and args.weights_dir):
         parser.error("--data-root and --weights-dir are required without --smoke")
     try:
-        runs = reproduce(args.table, args.data_root, args.weights_dir, args.out, args.smoke, extra=args.extra,
-                         ctx=args.ctx)
+        reproduce_profiles(args.table, args.data_root, args.weights_dir, args.out, args.smoke,
+                           extra=args.extra, ctx=args.ctx, profile=args.profile)
     except click.ClickException as err:
         sys.exit(f"reproduce {args.table}: {err.format_message()}")
-    print_table(args.table, runs, args.out)
 
 
 if __name__ == "__main__":

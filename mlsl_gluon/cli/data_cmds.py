@@ -1,6 +1,7 @@
 """`mlsl-gluon prepare ...`: check dataset folders and write list files."""
 import click
 
+from ..data import DatasetError
 from ..data import prepare as prep
 
 _DATASET = click.option("--dataset", type=click.Choice(prep.DATASETS), required=True,
@@ -20,9 +21,10 @@ def prepare():
 @_ROOT
 @_SPLIT
 @click.option("--decode", is_flag=True, help="Also decode every pair through the reader (slow).")
-def check(dataset, root, split, decode):
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def check(dataset, root, split, decode, no_progress):
     """Walk a dataset folder; print counts, sizes, formats and every problem (exit 1 on problems)."""
-    report = prep.check_dataset(dataset, root, split=split, decode=decode)
+    report = prep.check_dataset(dataset, root, split=split, decode=decode, progress=not no_progress)
     click.echo(report.summary())
     if not report.ok:
         raise SystemExit(1)
@@ -39,7 +41,16 @@ def check(dataset, root, split, decode):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --num subset.")
 def list_cmd(dataset, root, split, out, labels, num, seed):
     """Write a list file (paths relative to ROOT) of a dataset's images."""
-    count = prep.write_dataset_list(dataset, root, out, split=split, with_labels=labels, num=num, seed=seed)
+    from ..preflight import check_output_file
+
+    check_output_file(out)
+    try:
+        count = prep.write_dataset_list(dataset, root, out, split=split, with_labels=labels, num=num,
+                                        seed=seed)
+    except DatasetError:
+        raise
+    except ValueError as err:  # --num outside 1..N
+        raise click.BadParameter(str(err), param_hint="--num") from None
     click.echo(f"wrote {count} entries to {out}")
 
 

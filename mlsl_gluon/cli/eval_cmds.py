@@ -6,6 +6,7 @@ import click
 from PIL import Image
 
 from .. import __version__
+from ..preflight import check_output_file, check_output_folder
 from .common import (
     check_weights_file,
     load_segmentation_network,
@@ -76,8 +77,9 @@ def _load(weights, num_classes, width, ctx):
 @click.option("--save-predictions", is_flag=True,
               help="Also write every prediction as a Cityscapes labelId PNG under OUT/predictions "
                    "(the input format of the official cityscapesscripts evaluator).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def evaluate_command(weights, num_classes, width, data_root, split, list_file, flip, scales_spec,
-                     ctx_spec, out, save_predictions):
+                     ctx_spec, out, save_predictions, no_progress):
     """Evaluate a network on Cityscapes at native resolution: per-class IoU, mIoU (and mIoU* for
     16 classes), written to the run folder and printed (paper Sec. 4.2)."""
     from ..evaluation import evaluate, format_per_class, write_evaluation
@@ -85,13 +87,15 @@ def evaluate_command(weights, num_classes, width, data_root, split, list_file, f
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     scales = _parse(parse_scales, scales_spec, "--scales")
     out = out if out is not None else Path("eval") / weights.stem
+    check_output_folder(out)
     # Check both inputs before building the network, so nothing starts half-way.
     check_weights_file(weights)
     open_cityscapes(data_root, split, int(num_classes or 19), list_file)
     net, info = _load(weights, num_classes, width, ctx)
     dataset = open_cityscapes(data_root, split, info["num_classes"], list_file)
     matrix = evaluate(net, dataset, ctx, flip=flip, scales=scales,
-                      prediction_dir=out / "predictions" if save_predictions else None)
+                      prediction_dir=out / "predictions" if save_predictions else None,
+                      progress=not no_progress)
     metadata = {"weights": str(weights), "weights_format": info["format"], "width": info["width"],
                 "data_root": str(data_root), "split": split, "images": len(dataset),
                 "list_file": None if list_file is None else str(list_file), "flip": flip,
@@ -112,20 +116,35 @@ def evaluate_command(weights, num_classes, width, data_root, split, list_file, f
               help="Weight of the class colours in the overlay.")
 @click.option("--label-ids", is_flag=True,
               help="Also write <name>_labelIds.png with Cityscapes label ids.")
+@click.option("--tile", "tile_spec", default="1024,2048", show_default=True,
+              help="H,W of the window larger images are segmented in (overlapping windows, "
+                   "stitched), which bounds the memory; smaller images are segmented whole.")
+@click.option("--tile-margin", type=click.IntRange(0), default=128, show_default=True,
+              help="Context pixels kept around each stitched window core.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (log lines only).")
 def predict_command(images, weights, num_classes, width, out, flip, scales_spec, ctx_spec, alpha,
-                    label_ids):
+                    label_ids, tile_spec, tile_margin, no_progress):
     """Segment IMAGE files: colour-coded prediction and overlay PNGs (Cityscapes palette) and a
-    legend image."""
+    legend image. Images larger than --tile are segmented in overlapping windows."""
     from ..data import read_image
     from ..data.classes import class_names, palette
+    from ..data.common import image_size
     from ..evaluation import predict_labels, save_label_id_png
+    from ..evaluation.tiling import tiled_predict_labels
     from ..evaluation.visualize import colorize, legend, overlay
 
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     scales = _parse(parse_scales, scales_spec, "--scales")
+    tile = _parse(_input_size, tile_spec, "--tile")
+    check_output_folder(out)
+    if min(tile) < 2 * tile_margin + 8:
+        raise click.BadParameter(f"{tile_margin} leaves no window core in a --tile of {tile_spec}; "
+                                 f"use a margin below {(min(tile) - 8) // 2 + 1}", param_hint="--tile-margin")
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         raise click.ClickException(f"image file(s) not found: {', '.join(missing)}")
+    for path in images:
+        image_size(path)  # every input is an image before the first network call
     stems = [p.stem.replace("_leftImg8bit", "") for p in images]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
@@ -135,19 +154,36 @@ def predict_command(images, weights, num_classes, width, out, flip, scales_spec,
     colors = palette(info["num_classes"])
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(legend(class_names(info["num_classes"]), colors)).save(out / "legend.png")
-    for start in range(0, len(images), len(ctx)):
-        batch = list(zip(images, stems))[start:start + len(ctx)]
-        try:
-            pixels = [read_image(path) for path, _ in batch]
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-        for (path, stem), image, pred in zip(batch, pixels, predict_labels(net, pixels, ctx, flip, scales)):
-            color = colorize(pred, colors)
-            Image.fromarray(color).save(out / f"{stem}_pred.png")
-            Image.fromarray(overlay(image, color, alpha)).save(out / f"{stem}_overlay.png")
-            if label_ids:
-                save_label_id_png(out / f"{stem}_labelIds.png", pred, info["num_classes"])
-            logger.info("%s -> %s", path, out / f"{stem}_pred.png")
+
+    def write(path, stem, image, pred):
+        color = colorize(pred, colors)
+        Image.fromarray(color).save(out / f"{stem}_pred.png")
+        Image.fromarray(overlay(image, color, alpha)).save(out / f"{stem}_overlay.png")
+        if label_ids:
+            save_label_id_png(out / f"{stem}_labelIds.png", pred, info["num_classes"])
+        logger.info("%s -> %s", path, out / f"{stem}_pred.png")
+
+    def flush(batch):
+        # Images that fit one window run whole, one per device at a time, as in `evaluate`.
+        preds = predict_labels(net, [image for _, _, image in batch], ctx[:len(batch)], flip, scales)
+        for (path, stem, image), pred in zip(batch, preds):
+            write(path, stem, image, pred)
+        batch.clear()
+
+    whole = []
+    for number, (path, stem) in enumerate(zip(images, stems), start=1):
+        size = image_size(path)
+        if size[0] <= tile[1] and size[1] <= tile[0]:
+            whole.append((path, stem, read_image(path)))
+            if len(whole) == len(ctx):
+                flush(whole)
+            continue
+        image = read_image(path)
+        pred = tiled_predict_labels(net, image, ctx, flip, scales, tile=tile, margin=tile_margin,
+                                    progress=not no_progress, desc=f"{path.name} ({number}/{len(images)})")
+        write(path, stem, image, pred)
+    if whole:
+        flush(whole)
     click.echo(f"wrote {len(images)} prediction(s) and legend.png to {out}")
 
 
@@ -178,6 +214,7 @@ def export_command(weights, num_classes, width, fmt, out, size_spec, ctx_spec):
 
     ctx = _parse(parse_ctx, ctx_spec, "--ctx")
     height, width_px = _parse(_input_size, size_spec, "--input-size")
+    check_output_file(Path(f"{out}.onnx") if fmt == "onnx" else Path(f"{out}-symbol.json"))
     net, _ = _load(weights, num_classes, width, ctx[:1])
     shape = (1, 3, height, width_px)
     if fmt == "symbol":
@@ -210,6 +247,8 @@ def table_command(table, results, out, paper_tables):
     """Print our results beside the paper's published rows (percent, with differences)."""
     from ..evaluation import format_table, load_paper_tables, write_table
 
+    if out is not None:
+        check_output_folder(out)
     pairs = {}
     for text in results:
         key, path = _parse(_result_pair, text, "--result")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..config import METHODS, SOURCES, ConfigError, load_config, pseudo_label_settings
+from ..profiles import PROFILES
 from .common import load_segmentation_network, open_cityscapes, parse_ctx
 
 logger = logging.getLogger(__name__)
@@ -48,13 +49,17 @@ def _parse_shard(value):
               help="Spatial-prior grid 'GH' or 'GHxGW' (cells over the image height x width).")
 @click.option("--alpha", type=float, default=1.0, show_default=True,
               help="Additive smoothing of the spatial prior: (n_c + alpha) / (n + C * alpha).")
-def stats_command(source, data_root, list_file, out, grid, alpha):
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def stats_command(source, data_root, list_file, out, grid, alpha, no_progress):
     """Source statistics: Eq. 4 class mean sizes and the CBST spatial prior, in one file.
 
     One streaming pass over the source labels (images are not decoded); memory does not grow
     with the number of images."""
     from ..data import GTA5, SYNTHIA, DatasetError
+    from ..preflight import check_output_file
     from ..pseudo_labels.source_stats import write_source_stats
+
+    check_output_file(out)
 
     cls = GTA5 if source == "gta5" else SYNTHIA
     try:
@@ -62,7 +67,7 @@ def stats_command(source, data_root, list_file, out, grid, alpha):
     except DatasetError as err:
         raise click.ClickException(str(err)) from None
     counter = write_source_stats(str(out), dataset, grid=_parse_grid(grid), alpha=alpha,
-                                 desc=f"{source} statistics")
+                                 desc=f"{source} statistics", progress=not no_progress)
     sizes = counter.class_mean_sizes()
     click.echo(f"{counter.num_images} {source} images -> {out} (grid {counter.grid[0]}x{counter.grid[1]}, "
                f"additive smoothing alpha={alpha})")
@@ -77,6 +82,7 @@ CONFIG_OPTIONS = {
     "include_si": ("pseudo_label", "include_si_released"), "aggregation": ("pseudo_label", "aggregation"),
     "batch_size": ("pseudo_label", "batch_size"), "longer_side": ("pseudo_label", "longer_side"),
     "spatial_prior": ("pseudo_label", "spatial_prior"), "eta": ("pseudo_label", "eta"),
+    "profile": ("experiment", "profile"),
 }
 _FROM_CONFIG = " [default: the value `train` uses for this source and method]"
 
@@ -144,6 +150,8 @@ def _load_stats(path, settings, num_classes):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Round folder: labels/, weak_labels.json, stats.json, shards/, probabilities*.h5 "
                    "(`train` uses RUN/round_<rr>/pseudo).")
+@click.option("--profile", type=click.Choice(PROFILES), default=None,
+              help="released or paper: K and the threshold sampling, as for `train`." + _FROM_CONFIG)
 @click.option("--K", "K", type=int, default=None, help="SISC patches per image." + _FROM_CONFIG)
 @click.option("--patch-size", type=int, default=None, help="SISC patch side." + _FROM_CONFIG)
 @click.option("--seed", type=int, default=None,
@@ -171,20 +179,24 @@ def _load_stats(path, settings, num_classes):
               help="Recreate a cache made with other settings instead of refusing it.")
 @click.option("--colour", is_flag=True, help="Also write colour visualisations to OUT/colour/.")
 @click.option("--ctx", "ctx_spec", default="cpu", show_default=True, help="'cpu', 'gpu:0', 'gpu:0,1'.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pseudo_label_command(source, method, config_file, overrides, weights, data_root, split, list_file, width,
-                         round_idx, portion, out, K, patch_size, seed, flip, include_si, aggregation,
+                         round_idx, portion, out, profile, K, patch_size, seed, flip, include_si, aggregation,
                          batch_size, longer_side, source_stats, spatial_prior, eta, shard, combine,
-                         regenerate, colour, ctx_spec):
+                         regenerate, colour, ctx_spec, no_progress):
     """Pseudo-labels of one round (step 1): SI/SISC inference, class-balanced selection and PWL.
 
     Settings, cache, patch seeds and folder layout are those of `train`, so a round made here
     (whole or in shards) is reused by `train` and the other way round."""
+    from ..preflight import check_output_folder
     from ..pseudo_labels import CacheError, combine_pseudo_label_round, run_pseudo_label_round
     from ..pseudo_labels.round import RoundFolder, file_digest
 
+    check_output_folder(out)
     config = _config_of(config_file, overrides, source, method, dict(
-        K=K, patch_size=patch_size, seed=seed, flip=flip, include_si=include_si, aggregation=aggregation,
-        batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior, eta=eta))
+        profile=profile, K=K, patch_size=patch_size, seed=seed, flip=flip, include_si=include_si,
+        aggregation=aggregation, batch_size=batch_size, longer_side=longer_side, spatial_prior=spatial_prior,
+        eta=eta))
     settings = pseudo_label_settings(config)
     portion = settings.portion(round_idx) if portion is None else portion
     folder = RoundFolder(str(out), round_idx, _parse_shard(shard), colour=colour)
@@ -193,7 +205,8 @@ def pseudo_label_command(source, method, config_file, overrides, weights, data_r
         sizes = stats["class_mean_sizes"] if settings.weak_labels else None
         try:
             result = combine_pseudo_label_round(folder, portion=portion, num_shards=folder.shard[1],
-                                                class_mean_sizes=sizes, eta=settings.eta)
+                                                class_mean_sizes=sizes, eta=settings.eta,
+                                                progress=not no_progress)
         except (CacheError, FileNotFoundError, ValueError) as err:
             raise click.ClickException(str(err)) from None
     else:
@@ -212,7 +225,7 @@ def pseudo_label_command(source, method, config_file, overrides, weights, data_r
         try:
             result = run_pseudo_label_round(
                 net, dataset, folder, portion=portion, ctx=ctx, settings=settings, source_stats=stats,
-                checkpoint_digest=file_digest(weights), regenerate=regenerate)
+                checkpoint_digest=file_digest(weights), regenerate=regenerate, progress=not no_progress)
         except CacheError as err:
             raise click.ClickException(str(err)) from None
     click.echo(json.dumps(result, indent=1))

@@ -4,6 +4,7 @@ import logging
 import click
 
 from ..config import METHODS, SOURCES, ConfigError, load_config
+from ..profiles import PROFILES
 from ..training.inputs import LAYOUT_HELP, InputError
 
 logger = logging.getLogger(__name__)
@@ -40,16 +41,24 @@ file (--config) and --set section.key=value override them.
               help="experiments/*.yaml overriding the defaults (unknown keys are errors).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config field, e.g. --set train.lr=5e-5 (repeatable; applied last).")
+@click.option("--profile", type=click.Choice(PROFILES), default=None,
+              help="released (the authors' code, default) or paper (its text): sets every field the "
+                   "config leaves null (docs/ARCHITECTURE.md, Profiles); --set still overrides one.")
 @click.option("--ctx", default="cpu", help="Devices: cpu, gpu, or gpu:0,1 for data parallel training.")
 @click.option("--kvstore", default="device",
               help="MXNet kvstore: local, device, dist_sync, dist_device_sync (DMLC_* environment for dist).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last consistent state (refused if the config "
-                   "differs; a finished run is not redone). Give it from the first invocation to make "
+                   "differs in more than the learning rate, logging/checkpoint intervals and evaluation "
+                   "options; a finished run is not redone). Give it from the first invocation to make "
                    "the command re-runnable as is after a crash; "
                    "without it an existing run folder is never overwritten.")
+@click.option("--break-lock", is_flag=True,
+              help="Take over --out's LOCK left by a process on another host (check it is gone first); "
+                   "a dead process's lock on this host is taken over without it.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (log lines only).")
-def train(source, method, data_root, weights, out, config_file, overrides, ctx, kvstore, resume, no_progress):
+def train(source, method, data_root, weights, out, config_file, overrides, profile, ctx, kvstore, resume,
+          break_lock, no_progress):
     from ..data import DatasetError
     from ..training.checkpoint import CheckpointError
     from ..training.experiment import run_experiment
@@ -61,9 +70,10 @@ def train(source, method, data_root, weights, out, config_file, overrides, ctx, 
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--ctx") from None
     try:
-        config = load_config(config_file, overrides, source=source, method=method)
+        config = load_config(config_file, overrides, source=source, method=method,
+                             options={"experiment": {"profile": profile}} if profile else None)
         summary = run_experiment(config, data_root, weights, out, ctx_list, kvstore=kvstore, resume=resume,
-                                 progress=not no_progress)
+                                 progress=not no_progress, break_lock=break_lock)
     except (ConfigError, InputError, DatasetError, CheckpointError, TrainingStopped) as err:
         raise click.ClickException(str(err)) from None
     miou = summary.get("miou")

@@ -74,7 +74,8 @@ class SegmentationDataset(Dataset):
         if label is not None and label.shape != image.shape[:2]:
             raise DatasetError(
                 f"image {files.image} is {image.shape[1]}x{image.shape[0]} but its label {files.label} "
-                f"is {label.shape[1]}x{label.shape[0]}")
+                f"is {label.shape[1]}x{label.shape[0]}; a label must be the image's own label map at "
+                f"the image's size (re-extract it, or leave the pair out with a --list-file)")
         return image, label
 
     # ----- item discovery

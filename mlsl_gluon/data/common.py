@@ -61,23 +61,44 @@ def _require_file(path):
         raise FileNotFoundError(f"file not found: {path}")
 
 
+_REPLACE_FILE = ("replace it with an intact copy (re-download or re-extract it) or leave it out of the "
+                 "input (for a dataset: a --list-file without it)")
+
+
+def _decode(path, flags, problem):
+    """``cv2.imread(path, flags)``, or a DatasetError naming the file and ``problem``."""
+    _require_file(path)
+    # OpenCV decodes PNG a little faster than PIL and releases the GIL while doing it.
+    array = cv2.imread(os.fspath(path), flags)
+    if array is None:
+        what = "empty file" if os.path.getsize(path) == 0 else problem
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}")
+    return array
+
+
+def image_size(path):
+    """(width, height) of an image file, from its header only.
+
+    Raises
+    ------
+    DatasetError
+        When the file is empty or not in an image format OpenCV/PIL decode.
+    """
+    _require_file(path)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as err:
+        what = "empty file" if os.path.getsize(path) == 0 else f"not an image file ({err})"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}") from None
+
+
 def read_image(path):
     """Read an 8-bit colour image.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 (H, W, 3) RGB.
+    Returns uint8 (H, W, 3) RGB; a missing, empty or undecodable file is a :class:`DatasetError`.
     """
-    _require_file(path)
-    # OpenCV decodes PNG a little faster than PIL and releases the GIL while doing it.
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path}: cannot decode image (unreadable, truncated or not an image file)")
+    bgr = _decode(path, cv2.IMREAD_COLOR, "cannot decode image (truncated or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -105,46 +126,40 @@ def read_label_ids(path):
     _require_file(path)
     try:
         with Image.open(path) as im:
+            if im.format != "PNG":
+                # JPEG and other lossy formats alter label ids at edges: never a label map.
+                raise DatasetError(
+                    f"{path}: label holds {im.format} data, not PNG; label maps must be the dataset's "
+                    "original lossless PNG files (re-extract them)")
             if im.mode not in ("P", "L"):
-                found = describe_png(path) if im.format == "PNG" else f"{im.format} mode {im.mode}"
+                found = describe_png(path)
                 raise DatasetError(
                     f"{path}: label has format {found} (PIL mode {im.mode}); expected an 8-bit "
                     "single-channel label map: palette (P) whose indices are the label ids, or "
-                    "8-bit grayscale (L). Colour-coded RGB labels are not accepted.")
+                    "8-bit grayscale (L); colour-coded RGB labels are not accepted: use the "
+                    "dataset's original label files (GTA5 labels/*.png, Cityscapes "
+                    "*_gtFine_labelIds.png)")
             return np.array(im, dtype=np.uint8)
     except DatasetError:
         raise
     except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot decode label image ({err})") from err
+        what = "empty file" if os.path.getsize(path) == 0 else f"cannot decode label image ({err})"
+        raise DatasetError(f"{path}: {what}; {_REPLACE_FILE}") from err
 
 
 def read_label_synthia(path):
     """Read a SYNTHIA-RAND-CITYSCAPES label: class id from the first (R) channel of a 16-bit PNG.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    numpy.ndarray
-        uint16 (H, W) SYNTHIA class ids.
-
-    Raises
-    ------
-    DatasetError
-        When the file is not 16-bit with 3 channels (found dtype/channels are named), or cannot
-        be decoded.
+    Returns the uint16 (H, W) SYNTHIA class ids. A file that is not 16-bit with 3 channels (the
+    found dtype and channels are named) or cannot be decoded is a :class:`DatasetError`.
     """
-    _require_file(path)
-    raw = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DatasetError(f"{path}: cannot decode label image (unreadable, truncated or not an image)")
+    raw = _decode(path, cv2.IMREAD_UNCHANGED, "cannot decode label image (truncated?)")
     channels = 1 if raw.ndim == 2 else raw.shape[2]
     if raw.dtype != np.uint16 or channels != 3:
         raise DatasetError(
             f"{path}: SYNTHIA label has dtype {raw.dtype} with {channels} channel(s); expected "
-            "uint16 with 3 channels (16-bit PNG, class id in the first channel)")
+            "uint16 with 3 channels (16-bit PNG, class id in the first channel); use the original "
+            "GT/LABELS/*.png of SYNTHIA-RAND-CITYSCAPES (8-bit conversions lose the class ids)")
     # OpenCV returns BGR, so the first (R) channel of the file is index 2.
     return raw[:, :, 2]
 

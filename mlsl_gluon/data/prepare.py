@@ -46,7 +46,8 @@ def _layout(dataset, split):
     if dataset == "cityscapes":
         return _Layout(f"leftImg8bit/{split}", "_leftImg8bit.png", f"gtFine/{split}",
                        "_gtFine_labelIds.png", ((8, 0), (8, 3)), "8-bit grayscale label ids",
-                       labels_optional=True)
+                       # val is what `evaluate` scores: its labels are required
+                       labels_optional=split != "val")
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
@@ -99,15 +100,39 @@ def _files(folder, suffix):
 
 
 def _inspect_png(path, report, what):
-    """(width, height, bit_depth, color_type) of a PNG whose CRCs verify, else None (problem recorded)."""
+    """(width, height, bit_depth, color_type) of a PNG whose CRCs verify, else None (problem recorded).
+
+    An image holding another format under a .png name (e.g. JPEG) is what the reader decodes too
+    (OpenCV goes by content): a note, and ``(width, height, 8, 2)``. A label must be PNG: the
+    reader refuses anything else, so it is a problem here as well.
+    """
     try:
         header = png_header(path)
         with Image.open(path) as im:
             im.verify()
-    except (OSError, SyntaxError, ValueError, DatasetError) as err:
+    except DatasetError as err:
+        other = _other_format(path) if what == "image" else None
+        if other is None:
+            report.problems.append(f"{what} {path}: unreadable or truncated PNG ({err})")
+            return None
+        fmt, size = other
+        report.notes.append(f"image {path} holds {fmt} data under a .png name (the reader decodes it)")
+        return size + (8, 2)
+    except (OSError, SyntaxError, ValueError) as err:
         report.problems.append(f"{what} {path}: unreadable or truncated PNG ({err})")
         return None
     return header
+
+
+def _other_format(path):
+    """(format, (width, height)) of a non-PNG image file that verifies, or None."""
+    try:
+        with Image.open(path) as im:
+            fmt, size = im.format, im.size
+            im.load()  # JPEG has no checksum: decoding is the only check
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return fmt, size
 
 
 def _format_name(bit_depth, color_type):

@@ -46,17 +46,59 @@ def subsample_label(label, stride=LABEL_STRIDE, offset=LABEL_OFFSET):
     return label[offset::stride, offset::stride]
 
 
-def crop_start(length, crop, rng, centre=None):
-    """First row/column of a crop window of size ``crop`` along an axis of size ``length``.
+def crop_start(length, crop, rng):
+    """First row/column of a crop window of size ``crop`` along an axis of size ``length``,
+    uniform over the valid range.
 
     When the axis is shorter than the crop the start is negative (the image lands at a random
-    offset inside the padded window). With ``centre`` the window is centred there, clamped to the
-    valid range; otherwise it is uniform over the valid range.
+    offset inside the padded window).
     """
     low, high = min(0, length - crop), max(0, length - crop)
-    if centre is None:
-        return int(rng.integers(low, high + 1))
-    return int(np.clip(round(centre - crop / 2), low, high))
+    return int(rng.integers(low, high + 1))
+
+
+def hard_class_window(label, crop, classes, priority, rng):
+    """Native-pixel top-left corner of a released-code hard-class crop, or None.
+
+    The rule of the released loader (engrjavediqbal/MLSL ``issegm/data.py`` L276-300): only
+    pixels at least half a crop from the border can be centres, i.e. rows ``half <= y <= H - half
+    - 2`` and columns alike with ``half = crop // 2`` (its window ``mlabel``, L281, whose end
+    bound ``d0 + h - half - 1`` is exclusive; the image sits at offset ``d0`` of its padded
+    frame). The classes present in that region decide: the ``priority`` ones present if any
+    (L283-285), else the ``classes`` present (L287-288); one of them is drawn uniformly (L294-295),
+    then one of its pixels in the region (L296-301). The crop is ``crop`` pixels with that pixel
+    at index ``half`` (L320-323), so it lies inside the image. None (a uniform crop then) when
+    no such class is present, which includes every image with a side of at most ``2 half + 1``
+    pixels, as there the region is empty. (The released bound's floor ``max(1, label_stride,
+    ...)`` only matters for crops under 16 pixels and is not reproduced.)
+
+    Parameters
+    ----------
+    label : numpy.ndarray
+        (H, W) native label map.
+    crop : int
+        Crop side in native pixels.
+    classes, priority : tuple of int
+        The released ``mine_id`` and ``mine_id_priority`` sets.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (int, int) or None
+        ``(row, col)`` of the window's first pixel in the native label.
+    """
+    half = crop // 2
+    height, width = label.shape
+    region = label[half:max(half, height - half - 1), half:max(half, width - half - 1)]
+    present = set(np.unique(region).tolist())
+    candidates = [c for c in priority if c in present] or [c for c in classes if c in present]
+    if not candidates:
+        return None
+    chosen = candidates[int(rng.integers(len(candidates)))]
+    rows, cols = np.nonzero(region == chosen)
+    pick = int(rng.integers(rows.size))
+    # The region starts at (half, half), and the window at the pixel minus half: region indices.
+    return int(rows[pick]), int(cols[pick])
 
 
 class TrainTransform:
@@ -73,11 +115,14 @@ class TrainTransform:
     mean, std : sequence of 3 float
         Normalisation (SPEC section 2).
     hard_class : int or sequence of int, optional
-        Released-code option (hard-class mining crops, off in the paper): with probability
-        ``hard_class_prob`` the crop is centred on a random pixel of one of these train ids when
-        the label contains any.
+        Released-code option (hard-class mining crops, off in the paper; the released
+        ``mine_id``): with probability ``hard_class_prob`` the crop is centred on a pixel of a
+        hard class, by :func:`hard_class_window` (a class drawn uniformly among the hard classes
+        present away from the border, then one of its pixels).
+    hard_class_priority : sequence of int, optional
+        The released ``mine_id_priority``: hard classes drawn from first when any is present.
     hard_class_prob : float
-        Released-code option, see ``hard_class`` (0.8 in the released command).
+        Released ``mine_port``, see ``hard_class`` (0.8 in the released command).
     return_full_label : bool
         Also return the full-resolution (S, S) uint8 crop label.
 
@@ -88,7 +133,7 @@ class TrainTransform:
     """
 
     def __init__(self, crop_size=504, scale_range=(0.7, 1.3), flip=True, mean=MEAN, std=STD,
-                 hard_class=None, hard_class_prob=0.8, return_full_label=False):
+                 hard_class=None, hard_class_priority=None, hard_class_prob=0.8, return_full_label=False):
         if crop_size <= 0 or crop_size % LABEL_STRIDE:
             raise ValueError(f"crop_size must be a positive multiple of {LABEL_STRIDE}, got {crop_size}")
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -99,21 +144,25 @@ class TrainTransform:
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip = flip
         self.mean, self.std = tuple(mean), tuple(std)
-        if hard_class is None:
-            self.hard_class = None
-        else:
-            self.hard_class = tuple(int(c) for c in np.atleast_1d(hard_class))
+        self.hard_class = None if hard_class is None else tuple(int(c) for c in np.atleast_1d(hard_class))
+        self.hard_class_priority = tuple(int(c) for c in np.atleast_1d(hard_class_priority or ()))
         self.hard_class_prob = float(hard_class_prob)
         self.return_full_label = return_full_label
 
-    def _hard_class_centre(self, label, rng):
-        """(row, col) of a random pixel of a hard class in the native label, or None."""
-        if self.hard_class is None or rng.random() >= self.hard_class_prob:
+    def _hard_class_start(self, label, scale, sy, sx, rng):
+        """(y0, x0) of a hard-class crop in the rescaled frame, or None (then a uniform crop).
+
+        With no hard classes no number is drawn, so the crop is then exactly the plain one.
+        """
+        if (self.hard_class is None and not self.hard_class_priority) or rng.random() >= self.hard_class_prob:
             return None
-        hits = np.flatnonzero(np.isin(label, self.hard_class))
-        if hits.size == 0:
+        # The released loader crops int(S / rate) native pixels and resizes them to S
+        # (issegm/data.py L250, L332); here the rescaled frame is cropped instead, at the same place.
+        corner = hard_class_window(label, int(self.crop_size / scale), self.hard_class or (),
+                                   self.hard_class_priority, rng)
+        if corner is None:
             return None
-        return np.unravel_index(hits[rng.integers(hits.size)], label.shape)
+        return round(corner[0] * sy), round(corner[1] * sx)
 
     def __call__(self, image, label, rng):
         """Transform one (image uint8 (H, W, 3) RGB, label uint8 (H, W)) pair; see the class doc.
@@ -131,10 +180,10 @@ class TrainTransform:
         scaled_h, scaled_w = max(1, round(height * scale)), max(1, round(width * scale))
         sy, sx = scaled_h / height, scaled_w / width
 
-        centre = self._hard_class_centre(label, rng)
-        cy, cx = (None, None) if centre is None else ((centre[0] + 0.5) * sy, (centre[1] + 0.5) * sx)
-        y0 = crop_start(scaled_h, size, rng, cy)
-        x0 = crop_start(scaled_w, size, rng, cx)
+        start = self._hard_class_start(label, scale, sy, sx, rng)
+        if start is None:
+            start = crop_start(scaled_h, size, rng), crop_start(scaled_w, size, rng)
+        y0, x0 = start
         flip = self.flip and rng.random() < 0.5
 
         # Pixel-centre convention of cv2.resize: dst = s * (src + 0.5) - 0.5, then shift by the crop.

@@ -71,6 +71,24 @@ def _listing(title, items):
     return "  {} ({}):\n    {}{}".format(title, len(items), "\n    ".join(shown), more)
 
 
+# First 8 bytes of every mx.nd.save file (kMXAPINDArrayListMagic, little-endian uint64).
+_ND_LIST_MAGIC = (0x112).to_bytes(8, "little")
+
+
+def _unreadable_reason(path):
+    """Why ``mx.nd.load`` failed on a file, in words (MXNet itself only offers a C++ traceback)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(len(_ND_LIST_MAGIC))
+    if size == 0:
+        return "empty file (0 bytes); copy or download it again"
+    if head == _ND_LIST_MAGIC:
+        return ("truncated or corrupted MXNet .params file ({} bytes: the header is intact, the arrays "
+                "are not); copy or download it again".format(size))
+    return ("not an MXNet .params weights file (no MXNet array-list header in its first bytes); pass "
+            "a .params file written by MXNet")
+
+
 def read_param_dict(path):
     """``(Path, {name: NDArray})`` of an ``mx.nd.save`` dict file; errors name the file."""
     path = Path(path)
@@ -78,9 +96,8 @@ def read_param_dict(path):
         raise FileNotFoundError("weight file not found: {}".format(path))
     try:
         loaded = mx.nd.load(str(path))
-    except mx.base.MXNetError as err:
-        raise ValueError("{}: not an MXNet .params weight file ({})".format(
-            path, str(err).strip().splitlines()[0])) from err
+    except mx.base.MXNetError:
+        raise ValueError("{}: {}".format(path, _unreadable_reason(path))) from None
     if not isinstance(loaded, dict):
         raise ValueError("{}: holds an unnamed list of {} arrays, expected a name -> array "
                          "dict".format(path, len(loaded)))

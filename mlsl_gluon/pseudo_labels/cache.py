@@ -179,8 +179,9 @@ class ProbabilityCache:
                 self._file = h5py.File(self.path, mode)
             except OSError as err:
                 if not regenerate:
-                    raise CacheError(f"{self.path}: cannot open the HDF5 cache ({err}); delete it or "
-                                     "rerun with regenerate=True (--regenerate)") from err
+                    raise CacheError(f"{self.path}: cannot open the HDF5 cache, damaged ({err}); rerun "
+                                     "with --regenerate to recompute it (`train --resume` does so "
+                                     "by itself)") from err
                 logger.warning("%s: unreadable cache, regenerating (%s)", self.path, err)
                 os.unlink(self.path)
                 self._file = h5py.File(self.path, "a")

@@ -26,6 +26,7 @@ from ..data.classes import class_names, palette
 from ..io import atomic_write_bytes, atomic_write_json
 from .cache import (
     LATER_CLASS_SPREAD,
+    CacheError,
     ProbabilityCache,
     default_top_classes,
     encode_top_classes,
@@ -116,6 +117,9 @@ def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest
         "second_class_floor": 0.0 if prior is not None else float(
             dequantise_probability(quantise_probability(1.0 / num_classes, CODE_SHIFT), CODE_SHIFT)),
         "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 0.0,
+        # The volumes do not depend on it, the thresholds do: recorded so a round labelled with
+        # the other sampling is not reused as finished.
+        "released_sampling": bool(settings.released_sampling),
     }
 
 
@@ -202,7 +206,7 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
 
     names = _names_of(dataset)
     indices = list(range(shard_i, len(dataset), shard_n))
-    accumulator = ThresholdAccumulator(num_classes, CODE_SHIFT)
+    accumulator = ThresholdAccumulator(num_classes, CODE_SHIFT, cache_settings["released_sampling"])
     skipped = 0
     start = time.time()
     devices = len(ctx) if isinstance(ctx, (list, tuple)) else 1
@@ -211,8 +215,9 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
         for pos, idx in enumerate(tqdm(indices, desc=f"pseudo-labels round {round_idx} ({settings.method})",
                                        unit="img", disable=not progress)):
             name = names[idx]
-            if cache.has(name):
-                top_class, top_code, _ = cache.read(name)
+            cached = _read_intact(cache, name)
+            if cached is not None:
+                top_class, top_code, _ = cached
                 skipped += 1
             else:
                 if settings.method == "sisc":
@@ -250,6 +255,17 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
                 "cache_path": manifest["cache_path"]}
     return combine_pseudo_label_round(folder, portion=portion, num_shards=1,
                                       class_mean_sizes=class_mean_sizes, eta=settings.eta, progress=progress)
+
+
+def _read_intact(cache, name):
+    """A cached entry, or None when absent or damaged (then pass 1 recomputes it)."""
+    if not cache.has(name):
+        return None
+    try:
+        return cache.read(name)
+    except CacheError as err:
+        logger.warning("%s; recomputing it", err)
+        return None
 
 
 def _load_manifests(folder, num_shards):

@@ -193,7 +193,7 @@ def save_source_stats(path, class_mean_sizes, spatial_prior, *, num_classes, gri
         source=np.str_(source)))
 
 
-def write_source_stats(path, dataset, *, grid=(64, 128), alpha=1.0, desc="source statistics"):
+def write_source_stats(path, dataset, *, grid=(64, 128), alpha=1.0, desc="source statistics", progress=True):
     """One streaming pass over a source dataset's labels, saved with :func:`save_source_stats`.
 
     Parameters
@@ -206,6 +206,8 @@ def write_source_stats(path, dataset, *, grid=(64, 128), alpha=1.0, desc="source
         Spatial-prior cells (gh, gw) and additive smoothing.
     desc : str
         Progress-bar label.
+    progress : bool
+        Show the progress bar.
 
     Returns
     -------
@@ -213,7 +215,7 @@ def write_source_stats(path, dataset, *, grid=(64, 128), alpha=1.0, desc="source
         The counts (``class_mean_sizes()``, ``grid``, ``num_images``).
     """
     counter = SourceStatistics(dataset.num_classes, grid)
-    for i in tqdm(range(len(dataset)), desc=desc, unit="img", leave=False):
+    for i in tqdm(range(len(dataset)), desc=desc, unit="img", leave=False, disable=not progress):
         counter.update(dataset.read_label(i))
     save_source_stats(str(path), counter.class_mean_sizes(), counter.spatial_prior(alpha),
                       num_classes=dataset.num_classes, grid=counter.grid, alpha=alpha,

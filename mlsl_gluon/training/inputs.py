@@ -93,7 +93,7 @@ def open_datasets(config, data_root, need_val=True):
     return RunData(source, target_train, target_val)
 
 
-def weights_kind(path, num_classes):
+def weights_kind(path, num_classes, width=None):
     """What a weights file holds, so a run can tell a source model from an ImageNet one.
 
     Returns
@@ -106,7 +106,8 @@ def weights_kind(path, num_classes):
     Raises
     ------
     InputError
-        When the file is missing, unreadable or of another class count, with what to obtain.
+        When the file is missing, unreadable, of another class count or (``width`` given) of
+        another width, with what to obtain.
     """
     path = Path(path)
     wanted = SOURCE_WEIGHTS["gta5" if num_classes == 19 else "synthia"]
@@ -121,10 +122,33 @@ def weights_kind(path, num_classes):
     if info.segmentation and info.num_classes != num_classes:
         raise InputError(f"weights file {path} has head linear{info.num_classes} but this run has "
                          f"{num_classes} classes; use {wanted}")
+    if width is not None and info.width is not None and abs(info.width - width) > 1e-9:
+        raise InputError(f"{path}: holds a network of width {info.width:g} (conv1a channels / 64) but "
+                         f"model.width is {width:g}; pass --set model.width={info.width:g} or weights of "
+                         f"width {width:g}")
     return info.kind
 
 
-def source_statistics(run, config, source):
+def check_source_stats(config):
+    """A given source-statistics file must be readable and match the run (checked up front)."""
+    given = config.pseudo_label.source_stats
+    if not given or not (config.use_pwl or config.pseudo_label.spatial_prior):
+        return
+    path = Path(given)
+    if not path.is_file():
+        raise InputError(f"{path}: pseudo_label.source_stats not found; make it with `mlsl-gluon stats`, "
+                         "or set it to null to compute it in the run folder")
+    try:
+        stats = load_source_stats(str(path))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a source statistics file from `mlsl-gluon stats` ({err}); make it "
+                         "again with `mlsl-gluon stats`") from None
+    if stats["num_classes"] != config.num_classes:
+        raise InputError(f"{path}: source statistics for {stats['num_classes']} classes, this run has "
+                         f"{config.num_classes}; make them from the {config.experiment.source} labels")
+
+
+def source_statistics(run, config, source, progress=True):
     """Eq. 4 class sizes m_i and the CBST spatial prior of the source set.
 
     Read from ``pseudo_label.source_stats`` when given (``mlsl-gluon stats`` writes it), else
@@ -146,7 +170,7 @@ def source_statistics(run, config, source):
     if given:
         raise InputError(f"pseudo_label.source_stats {path} not found (make it with `mlsl-gluon stats`, or "
                          f"set it to null to compute it in the run folder)")
-    counter = write_source_stats(str(path), source)
+    counter = write_source_stats(str(path), source, progress=progress)
     logger.info("wrote Eq. 4 class sizes and the spatial prior of %d source images to %s",
                 counter.num_images, path)
     return load_source_stats(str(path))

@@ -9,6 +9,7 @@ from ..evaluation.report import read_evaluation, write_evaluation
 from ..model import MLSLNet, init_params
 from ..model.weight_files import load_network_weights
 from ..model.weights import save_weights
+from ..profiles import field_value
 from .inputs import weights_kind
 
 logger = logging.getLogger(__name__)
@@ -19,9 +20,11 @@ def build_network(config, ctx_list, weights):
 
     ademxapp/CBST files fill the trunk and segmentation head; our Gluon files fill everything
     they hold; the classification branch, absent from ademxapp files, keeps its seeded init.
+    Its variant and initialisation are the profile's (``model.cls_head``, ``model.cls_init``).
     """
     net = MLSLNet(config.num_classes, width=config.model.width, with_classifier=config.use_pwl,
-                  freeze_bn=config.model.freeze_bn)
+                  freeze_bn=config.model.freeze_bn, cls_head=field_value(config, "model.cls_head"),
+                  cls_init=field_value(config, "model.cls_init"))
     mx.random.seed(config.experiment.seed)
     init_params(net, ctx=ctx_list)
     weights_kind(weights, config.num_classes)

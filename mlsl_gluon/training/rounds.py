@@ -7,6 +7,7 @@ pseudo weak labels (Sec. 3.3), and source-only (no rounds). The run resumes from
 ``checkpoints/latest.params``, whose state is ``{"round": r, "phase": "pseudo" | "train", ...}``.
 """
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -14,13 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from ..config import pseudo_label_settings, source_portion, train_settings
+from ..profiles import field_value
 from ..pseudo_labels import combine_pseudo_label_round, released_per_crop_weak_labels, run_pseudo_label_round
 from ..pseudo_labels.round import RoundFolder, file_digest
 from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import SelfTrainingSet, source_subset
 from .engine import build_trainer, round_learning_rate
+from .hard_classes import select_hard_classes
 from .inputs import SOURCE_WEIGHTS, InputError, source_statistics
 from .network import build_network, evaluate_round, finish
+from .repair import rebuild_pseudo_labels, set_aside_damaged_cache
 from .stage import no_event, train_stage, train_transform
 from .worker_group import WorkerGroup
 
@@ -41,6 +45,7 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     out_dir = group.shared_path(run.pseudo_dir(round_idx), run.path)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = RoundFolder(str(out_dir), round_idx, shard=group.shard)
+    set_aside_damaged_cache(folder.cache_path)
     started = time.perf_counter()
     if group.num_workers > 1:
         group.barrier()  # rank 0 has written the weights of the previous round
@@ -65,6 +70,22 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     return result
 
 
+def restore_pseudo_labels(run, config, data, round_idx, stats, progress=True, group=None):
+    """Rebuild pseudo-label files of a finished step 1 that were deleted, from the round's cache
+    (of every shard; with several workers rank 0 rebuilds them while the others wait)."""
+    group = group or WorkerGroup(0, 1, run.path)
+    settings = pseudo_label_settings(config)
+    if group.rank == 0:
+        rebuilt = rebuild_pseudo_labels(
+            RoundFolder(str(group.shared_path(run.pseudo_dir(round_idx), run.path)), round_idx),
+            data.target_train.names, portion=settings.portion(round_idx),
+            class_mean_sizes=stats["class_mean_sizes"] if settings.weak_labels else None, eta=settings.eta,
+            num_shards=group.num_workers, progress=progress)
+        if rebuilt:
+            run.log("pseudo_labels_rebuilt", round=round_idx, files=[str(p) for p in rebuilt])
+    group.barrier()
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -79,16 +100,39 @@ def _jsonable(value):
     return value
 
 
+def round_hard_classes(run, config, round_idx, pseudo_dir=None):
+    """Round r's hard classes (a ``HardClasses``) for the training crops (released profile), logged;
+    None when off.
+
+    A hand-given ``data.hard_classes_released`` list is used as is in every round; otherwise,
+    with ``data.hard_class_mining_released``, they come from this round's pseudo-label class
+    sizes (``stats.json``, also there when training resumes mid-round).
+    """
+    d = config.data
+    if d.hard_classes_released is not None or not field_value(config, "data.hard_class_mining_released"):
+        return None
+    stats_path = Path(pseudo_dir or run.pseudo_dir(round_idx)) / "stats.json"
+    sizes = json.loads(stats_path.read_text())["argmax_pixels_per_class"]
+    hard = select_hard_classes(sizes, share=d.hard_class_share, number=d.hard_class_number)
+    run.log("hard_classes", round=round_idx, ids=list(hard.ids), priority=list(hard.priority),
+            rarest=list(hard.rarest), prob=d.hard_class_prob)
+    logger.info("round %d: hard-class crops (p %.2f) on classes %s", round_idx, d.hard_class_prob,
+                list(hard.ids))
+    return hard
+
+
 def round_dataset(run, config, data, round_idx, pseudo_dir=None):
     """Step 2's training set of round r: seeded source subset + pseudo-labelled target images
     (read from ``pseudo_dir``, default the run's own round folder)."""
+    pseudo_dir = pseudo_dir or run.pseudo_dir(round_idx)
     r = config.rounds
     portion = source_portion(round_idx, r.source_portion_start, r.source_portion_step, r.source_portion_max)
     indices = source_subset(len(data.source), portion, config.experiment.seed)
-    per_crop = released_per_crop_weak_labels if config.pseudo_label.per_crop_weak_labels_released else None
-    dataset = SelfTrainingSet(data.source, indices, train_transform(config), config.num_classes,
-                              target=data.target_train,
-                              pseudo_dir=pseudo_dir or run.pseudo_dir(round_idx),
+    per_crop = (released_per_crop_weak_labels
+                if field_value(config, "pseudo_label.per_crop_weak_labels_released") else None)
+    transform = train_transform(config, hard_classes=round_hard_classes(run, config, round_idx, pseudo_dir))
+    dataset = SelfTrainingSet(data.source, indices, transform, config.num_classes,
+                              target=data.target_train, pseudo_dir=pseudo_dir,
                               with_weak_labels=config.use_pwl, per_crop_weak_labels=per_crop)
     logger.info("round %d: %d source + %d target images", round_idx, len(indices), len(data.target_train))
     return dataset
@@ -128,7 +172,7 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                          f"{SOURCE_WEIGHTS[config.experiment.source]}; train one with --method source-only")
     # Eq. 4 sizes (PWL) and the spatial prior need one pass over the source labels.
     needed = config.use_pwl or config.pseudo_label.spatial_prior
-    stats = source_statistics(run, config, data.source) if needed else None
+    stats = source_statistics(run, config, data.source, progress) if needed else None
     state, pseudo_weights = initial_state(), Path(weights)
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net)
@@ -155,7 +199,10 @@ def run_rounds(run, config, data, weights, ctx_list, *, kvstore="device", on_eve
                                 kvstore=kvstore)
         if state["epoch"] or state["iteration"]:
             load_checkpoint(run.latest_checkpoint, net, trainer)
-        dataset = round_dataset(run, config, data, r, group.shared_path(run.pseudo_dir(r), run.path))
+            trainer.set_learning_rate(stage.lr)  # the loaded states hold the lr of the previous start
+        pseudo_dir = group.shared_path(run.pseudo_dir(r), run.path)
+        restore_pseudo_labels(run, config, data, r, stats, progress, group)
+        dataset = round_dataset(run, config, data, r, pseudo_dir)
         state = train_stage(run, net, trainer, dataset, ctx_list, state=state, settings=stage,
                             on_event=on_event, progress=progress, shard=group.shard)
         # The last round's weights are the final ones: their evaluation is also the run's result.

@@ -54,6 +54,7 @@ def run_source_only(run, config, data, weights, ctx_list, *, kvstore="device", o
     state = source_only_state()
     if run.latest_checkpoint.is_file():
         state = load_checkpoint(run.latest_checkpoint, net, trainer)
+        trainer.set_learning_rate(settings.lr)  # the loaded states hold the lr of the previous start
         logger.info("resuming source-only training at epoch %d, iteration %d",
                     state["epoch"], state["iteration"])
     dataset = SelfTrainingSet(data.source, range(len(data.source)), train_transform(config),

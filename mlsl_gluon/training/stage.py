@@ -35,10 +35,20 @@ def worker_shard(kvstore):
     return 0, 1
 
 
-def train_transform(config):
-    """The training augmentation of SPEC section 2 (item rng supplied per call)."""
+def train_transform(config, hard_classes=None):
+    """The training augmentation of SPEC section 2 (item rng supplied per call).
+
+    ``hard_classes``: the round's :class:`~mlsl_gluon.training.hard_classes.HardClasses`
+    (released profile: its ``rarest`` and ``priority`` sets); else ``data.hard_classes_released``
+    (no priority classes).
+    """
+    if hard_classes is None:
+        hard, priority = config.data.hard_classes_released, None
+    else:
+        hard, priority = hard_classes.rarest, hard_classes.priority
     return TrainTransform(crop_size=config.data.crop_size, scale_range=tuple(config.data.scale_range),
-                          flip=config.data.flip, hard_class=config.data.hard_classes_released)
+                          flip=config.data.flip, hard_class=hard or None, hard_class_priority=priority,
+                          hard_class_prob=config.data.hard_class_prob)
 
 
 def train_stage(run, net, trainer, dataset, ctx_list, *, state, settings, on_event=no_event, progress=True,
@@ -79,19 +89,30 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, settings, on_eve
     log_every, checkpoint_every = settings.log_every, settings.checkpoint_every
     state = dict(state)
     total = num_batches(len(dataset), batch_size * shard[1])
+    # Records a killed run wrote after the checkpoint it resumes from are written again below.
+    run.drop_records_from(state["stage"], state["epoch"], state["iteration"])
     while state["epoch"] < epochs:
         epoch, start = state["epoch"], state["iteration"]
         batches = EpochBatches(dataset, batch_size, seed=settings.seed, stage=state["stage"], epoch=epoch,
                                start_iteration=start, shard=shard)
         batches = BackgroundBatches(batches, settings.loader_workers)
         where = {"stage": state["stage"], "round": state.get("round"), "epoch": epoch}
+        # Loss sums of the epoch's batches before a mid-epoch resume, so the epoch's record
+        # covers the whole epoch (those batches were all full: checkpoints fall mid-epoch).
+        partial = state.pop("partial", None) if start else None
+        sums = dict(partial["sums"]) if partial else {}
+        images = partial["images"] if partial else 0
 
-        def on_iteration(iteration, losses, where=where, epoch=epoch):
+        def on_iteration(iteration, losses, where=where, epoch=epoch, sums=sums, images=images, start=start):
             done = iteration + 1
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value * batch_size
             if log_every and done % log_every == 0:
                 run.log("train", **where, iteration=iteration, lr=lr, **losses)
             if checkpoint_every and done % checkpoint_every == 0 and done < total:
-                save_checkpoint(run.latest_checkpoint, net, trainer, dict(state, epoch=epoch, iteration=done))
+                seen = images + (done - start) * batch_size
+                position = dict(state, epoch=epoch, iteration=done, partial={"sums": sums, "images": seen})
+                save_checkpoint(run.latest_checkpoint, net, trainer, position)
             on_event("iteration", **where, iteration=iteration, losses=losses)
 
         try:
@@ -102,14 +123,28 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, settings, on_eve
             raise TrainingStopped(
                 f"training stopped in {_describe(where)}, iteration {err.iteration} of the epoch: {err}. "
                 f"The last good checkpoint {run.latest_checkpoint} is kept; lower the learning rate "
-                f"(--set) and resume with --resume") from err
+                f"(--set train.lr=...) and run the same command with --resume") from err
+        if partial:
+            result = _whole_epoch(result, partial, start)
         state.update(epoch=epoch + 1, iteration=0)
-        save_checkpoint(run.latest_checkpoint, net, trainer, state)
+        # Logged before the checkpoint: a kill in between resumes before this record, which the
+        # resumed run then drops and writes again (never lost, never doubled).
         run.log("epoch", **where, lr=lr, **result)
+        save_checkpoint(run.latest_checkpoint, net, trainer, state)
         logger.info("%s done: %s", _describe(where),
                     ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
         on_event("epoch_end", **where)
     return state
+
+
+def _whole_epoch(result, partial, start):
+    """The epoch record of a resumed epoch: means over the batches before and after the resume."""
+    before, after = partial["images"], result["images"]
+    whole = dict(result)
+    for name, total in partial["sums"].items():
+        whole[name] = (total + result[name] * after) / max(before + after, 1)
+    whole.update(iterations=start + result["iterations"], images=before + after, resumed_at=start)
+    return whole
 
 
 def _describe(where):
