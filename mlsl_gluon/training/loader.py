@@ -16,6 +16,8 @@ import multiprocessing
 import signal
 from collections import deque
 
+import cv2
+
 from .datasets import stack_items
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ _worker_items = None
 def _start_worker(items):
     global _worker_items
     _worker_items = items
+    # One core per worker: OpenCV's own thread pool would oversubscribe the cores (its results
+    # do not depend on the thread count).
+    cv2.setNumThreads(1)
     # Ctrl-C is the training process's to handle; workers are terminated by it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

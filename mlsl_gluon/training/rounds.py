@@ -46,7 +46,7 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = RoundFolder(str(out_dir), round_idx, shard=group.shard)
     set_aside_damaged_cache(folder.cache_path)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if group.num_workers > 1:
         group.barrier()  # rank 0 has written the weights of the previous round
         weights_file = group.rank0_file(weights_file, run.path)
@@ -66,7 +66,8 @@ def pseudo_label_step(run, config, net, data, ctx_list, round_idx, stats, weight
     else:
         result = group.map_reduce(label_shard, combine_shards, out_dir / "stats.json")
     run.log("pseudo_labels", round=round_idx, portion=portion, workers=group.num_workers,
-            seconds=round(time.perf_counter() - started, 3), stats=_jsonable(result))
+            seconds=round(time.perf_counter() - started, 3),
+            cpu_seconds=round(time.process_time() - cpu_started, 3), stats=_jsonable(result))
     return result
 
 
