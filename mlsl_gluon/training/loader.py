@@ -16,8 +16,6 @@ import multiprocessing
 import signal
 from collections import deque
 
-import cv2
-
 from .datasets import stack_items
 
 logger = logging.getLogger(__name__)
@@ -33,9 +31,8 @@ _worker_items = None
 def _start_worker(items):
     global _worker_items
     _worker_items = items
-    # One core per worker: OpenCV's own thread pool would oversubscribe the cores (its results
-    # do not depend on the thread count).
-    cv2.setNumThreads(1)
+    # No cv2.setNumThreads here: reconfiguring OpenCV's thread pool in a forked child whose
+    # parent already ran it hangs the child (seen with the pseudo-label step before training).
     # Ctrl-C is the training process's to handle; workers are terminated by it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
