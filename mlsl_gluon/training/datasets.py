@@ -83,10 +83,11 @@ def read_pseudo_labels(pseudo_dir):
     """
     pseudo_dir = Path(pseudo_dir)
     weak_file = pseudo_dir / "weak_labels.json"
-    if not weak_file.is_file():
-        raise FileNotFoundError(f"{weak_file} missing: the pseudo-label step of this round did not finish")
     try:
         weak = json.loads(weak_file.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{weak_file} missing: the pseudo-label step of this round did not finish") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{weak_file}: not valid JSON ({err})") from None
     return {name: np.asarray(vector, dtype=np.float32) for name, vector in weak.items()}
