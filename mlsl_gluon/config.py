@@ -96,6 +96,7 @@ class TrainConfig:
     loss_normalization: Optional[str] = None
     log_every: int = 20  # a log line every N iterations
     checkpoint_every: int = 200  # mid-epoch checkpoint every N iterations (resume point)
+    loader_workers: int = 2  # processes reading + augmenting batches (0 = none); weights do not depend on it
 
 
 @dataclass
@@ -216,6 +217,7 @@ class TrainSettings:
     loss: LossSettings
     log_every: int  # metrics line every N iterations
     checkpoint_every: int  # mid-epoch checkpoint every N iterations
+    loader_workers: int = 0  # background processes preparing the batches (results do not depend on it)
 
 
 def pseudo_label_settings(config):
@@ -242,13 +244,15 @@ def train_settings(config):
                              epochs=so.epochs, seed=config.experiment.seed,
                              loss=LossSettings(use_cls=False, lambda_cls=lambda_cls, ohem=False,
                                                cls_loss_scale=None, normalization=normalization),
-                             log_every=t.log_every, checkpoint_every=t.checkpoint_every)
+                             log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+                             loader_workers=t.loader_workers)
     loss = LossSettings(use_cls=config.use_pwl, lambda_cls=lambda_cls,
                         ohem=field_value(config, "train.ohem_released"),
                         cls_loss_scale=t.cls_loss_scale_released, normalization=normalization)
     return TrainSettings(lr=t.lr, momentum=t.momentum, wd=t.wd, batch_size=t.batch_size,
                          epochs=config.rounds.epochs_per_round, seed=config.experiment.seed, loss=loss,
-                         log_every=t.log_every, checkpoint_every=t.checkpoint_every)
+                         log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+                         loader_workers=t.loader_workers)
 
 
 def method_preset(source, method):
@@ -438,7 +442,13 @@ def dump_config(config, path):
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
+#: Fields a resumed run may change: they do not change any result (the loader's batches are the
+#: same for every number of workers).
+RESUMABLE_CHANGES = ("train.loader_workers",)
+
+
 def config_differences(a, b):
     """Keys ``section.key`` whose values differ between two configs (for refusing a resume)."""
     da, db = to_dict(a), to_dict(b)
-    return [f"{s}.{k}: {da[s][k]!r} != {db[s][k]!r}" for s in da for k in da[s] if da[s][k] != db[s][k]]
+    return [f"{s}.{k}: {da[s][k]!r} != {db[s][k]!r}" for s in da for k in da[s]
+            if da[s][k] != db[s][k] and f"{s}.{k}" not in RESUMABLE_CHANGES]

@@ -43,6 +43,7 @@ RANGES = {
     "train.cls_loss_scale_released": _NON_NEGATIVE,
     "train.log_every": _EVERY,
     "train.checkpoint_every": _EVERY,
+    "train.loader_workers": (0, None, False, False, "a number of processes >= 0"),
     "rounds.num_rounds": _COUNT,
     "rounds.epochs_per_round": _COUNT,
     "rounds.source_portion_start": _FRACTION,

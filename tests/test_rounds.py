@@ -198,7 +198,8 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(inputs, mo
     root, data, weights = inputs
     out = root / "nan"
     with pytest.raises(TrainingStopped, match=r"round 0, epoch 0, iteration 2 of the epoch.*non-finite"):
-        run_experiment(config(), data, weights, out, CTX, progress=False)
+        # Loads counted in this process: no loader workers.
+        run_experiment(config(extra=["train.loader_workers=0"]), data, weights, out, CTX, progress=False)
     state, _ = read_checkpoint(out / "checkpoints" / "latest.params")
     assert (state["round"], state["epoch"], state["iteration"]) == (0, 0, 2)
     assert events(out, "stopped")[0]["iteration"] == 2

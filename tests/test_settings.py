@@ -30,7 +30,7 @@ def _set_args(overrides):
 def _count_inference(monkeypatch):
     """Count every network pass of step 1 (SISC and SI)."""
     calls = []
-    for name in ("sisc_inference", "single_inference"):
+    for name in ("sisc_inference", "single_inference_many"):
         real = getattr(pseudo_round, name)
         monkeypatch.setattr(pseudo_round, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
     return calls

@@ -125,6 +125,41 @@ def single_inference(net, image, ctx, flip=True, longer_side=None):
     return resize_probabilities(prob, *image.shape[:2])
 
 
+def single_inference_many(net, images, ctx, flip=True, longer_side=None):
+    """SI of several images at once, split over the contexts: image i of a call runs on its own
+    device, all devices at the same time (pass as many images as contexts).
+
+    Each image goes through exactly the computation :func:`single_inference` gives it, so the
+    probabilities do not depend on how many devices share the work.
+
+    Parameters
+    ----------
+    images : list of ndarray
+        uint8 (H, W, 3) RGB images; images of one size share a network call.
+    net, ctx, flip, longer_side
+        As in :func:`single_inference`.
+
+    Returns
+    -------
+    list of ndarray
+        (C, H, W) float32 for each image, in order.
+    """
+    contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx]
+    inputs = [_inference_image(image, longer_side) for image in images]
+    by_shape = {}
+    for i, x in enumerate(inputs):
+        by_shape.setdefault(x.shape, []).append(i)
+    probs = [None] * len(images)
+    for members in by_shape.values():
+        # predict_batch gives each context consecutive images: one per device at most.
+        for start in range(0, len(members), len(contexts)):
+            chunk = members[start:start + len(contexts)]
+            batch = predict_batch(net, np.stack([inputs[i] for i in chunk]), contexts, flip)
+            for i, prob in zip(chunk, batch):
+                probs[i] = resize_probabilities(prob, *images[i].shape[:2])
+    return probs
+
+
 def accumulate_patches(prob_sum, count, patch_probs, corners, aggregation="probability"):
     """Add patch predictions into the composite map P_Ic and the per-pixel count (Sec. 3.2).
 

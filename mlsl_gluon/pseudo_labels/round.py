@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from itertools import islice
 
 import cv2
 import numpy as np
@@ -32,7 +33,7 @@ from .cache import (
     spread_is_lossless,
 )
 from .grid import dequantise_probability, quantise_probability
-from .inference import patch_seed, single_inference, sisc_inference
+from .inference import patch_seed, single_inference_many, sisc_inference
 from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes
 from .thresholds import ThresholdAccumulator
 from .weak_labels import pseudo_weak_labels
@@ -170,7 +171,7 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
     portion : float
         Target portion p of the class-balanced selection.
     ctx : Context or list of Context
-        Devices; patch batches are split across them.
+        Devices; SISC patch batches, and SI images (one per device), are split across them.
     settings : PseudoLabelSettings
         From :func:`mlsl_gluon.config.pseudo_label_settings`; the round's patch seed is
         :func:`round_patch_seed` of ``settings.seed``, combined with each image name so every
@@ -208,22 +209,28 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
     accumulator = ThresholdAccumulator(num_classes, CODE_SHIFT, cache_settings["released_sampling"])
     skipped = 0
     start = time.time()
+    devices = len(ctx) if isinstance(ctx, (list, tuple)) else 1
+    si_ahead = {}  # SI of the next uncached images, one per device, computed together
     with ProbabilityCache(cache_path, cache_settings, regenerate=regenerate) as cache:
-        for idx in tqdm(indices, desc=f"pseudo-labels round {round_idx} ({settings.method})", unit="img",
-                        disable=not progress):
+        for pos, idx in enumerate(tqdm(indices, desc=f"pseudo-labels round {round_idx} ({settings.method})",
+                                       unit="img", disable=not progress)):
             name = names[idx]
             cached = _read_intact(cache, name)
             if cached is not None:
                 top_class, top_code, _ = cached
                 skipped += 1
             else:
-                image = dataset[idx][0]
                 if settings.method == "sisc":
-                    prob, covered = sisc_inference(net, image, ctx, settings,
+                    prob, covered = sisc_inference(net, dataset[idx][0], ctx, settings,
                                                    seed=patch_seed(cache_settings["seed"], name))
                 else:
-                    prob = single_inference(net, image, ctx, flip=settings.flip,
-                                            longer_side=settings.longer_side)
+                    if name not in si_ahead:
+                        uncached = (i for i in indices[pos:] if not cache.has(names[i]))
+                        upcoming = list(islice(uncached, devices))
+                        si_ahead = dict(zip([names[i] for i in upcoming], single_inference_many(
+                            net, [dataset[i][0] for i in upcoming], ctx, flip=settings.flip,
+                            longer_side=settings.longer_side)))
+                    prob = si_ahead.pop(name)
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)

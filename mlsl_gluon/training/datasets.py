@@ -83,10 +83,11 @@ def read_pseudo_labels(pseudo_dir):
     """
     pseudo_dir = Path(pseudo_dir)
     weak_file = pseudo_dir / "weak_labels.json"
-    if not weak_file.is_file():
-        raise FileNotFoundError(f"{weak_file} missing: the pseudo-label step of this round did not finish")
     try:
         weak = json.loads(weak_file.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{weak_file} missing: the pseudo-label step of this round did not finish") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{weak_file}: not valid JSON ({err})") from None
     return {name: np.asarray(vector, dtype=np.float32) for name, vector in weak.items()}
@@ -210,16 +211,55 @@ class EpochBatches:
             return order
         return np.resize(order, self.total * self.batch_size * self.num_workers)  # wraps around
 
-    def __iter__(self):
+    def steps(self):
+        """``(iteration, item indices)`` of every batch from ``start_iteration`` on, in order."""
         order = self._order()
-        key = [self.seed, self.stage, self.epoch]
         step = self.batch_size * self.num_workers
         for it in range(self.start_iteration, self.total):
             start = it * step + self.rank * self.batch_size
-            picked = order[start:start + self.batch_size]
-            items = [self.dataset.load(int(i), item_rng(*key, int(i))) for i in picked]
-            images = np.stack([item[0] for item in items])
-            labels = np.stack([item[1] for item in items])
-            weak = np.stack([item[2] for item in items]) if items[0][2] is not None else None
-            mx.random.seed(int(np.random.SeedSequence(key + [it, self.rank]).generate_state(1)[0] % (2**31)))
-            yield images, labels, weak
+            yield it, [int(i) for i in order[start:start + self.batch_size]]
+
+    def items(self):
+        """The epoch's items as a Gluon-style dataset: item i is augmented with its own generator."""
+        return EpochItems(self.dataset, [self.seed, self.stage, self.epoch])
+
+    def seed_step(self, iteration):
+        """Reseed MXNet's generator for step ``iteration`` (its dropout masks) of this worker."""
+        key = [self.seed, self.stage, self.epoch, iteration, self.rank]
+        mx.random.seed(int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31)))
+
+    def __iter__(self):
+        items = self.items()
+        for it, picked in self.steps():
+            batch = stack_items([items[i] for i in picked])
+            self.seed_step(it)
+            yield batch
+
+
+class EpochItems:
+    """The items of one epoch, indexable like a Gluon dataset: ``items[i]`` is item i augmented
+    with the generator of (seed, stage, epoch, i), whichever process or order reads it.
+
+    Parameters
+    ----------
+    dataset : SelfTrainingSet
+    key : list of int
+        ``[seed, stage, epoch]``.
+    """
+
+    def __init__(self, dataset, key):
+        self.dataset, self.key = dataset, list(key)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset.load(int(index), item_rng(*self.key, int(index)))
+
+
+def stack_items(items):
+    """One batch from items ``(img, label8, weak or None)``: ``(images, label8, weak or None)``."""
+    images = np.stack([item[0] for item in items])
+    labels = np.stack([item[1] for item in items])
+    weak = np.stack([item[2] for item in items]) if items[0][2] is not None else None
+    return images, labels, weak

@@ -10,9 +10,11 @@ is a complete server), a worker is the ordinary training command with ``--kvstor
 With ``dist_sync`` each worker trains on its own shard of the data (:func:`shard_indices`, all
 shards the same length so every worker makes the same number of steps); the servers sum the
 gradients of all workers at every step and each worker applies the same update, so all workers
-hold identical parameters. Worker ranks are assigned by the scheduler: read them with
-:func:`worker_rank` / :func:`num_workers` from a trainer, or from ``process_kvstore('dist_sync')``
-(``.rank``, ``.num_workers``: the one kvstore of this process) before building the trainer.
+hold identical parameters. Step 1 of every round (pseudo-labels) is sharded over the workers
+too, in a run folder they share: see :mod:`.worker_group`. Worker ranks are assigned by the
+scheduler: read them with :func:`worker_rank` / :func:`num_workers` from a trainer, or from
+``process_kvstore('dist_sync')`` (``.rank``, ``.num_workers``: the one kvstore of this process)
+before building the trainer.
 
 Launching on several hosts
 --------------------------
@@ -38,7 +40,8 @@ and its role in ``DMLC_ROLE``. Start, in any order:
        DMLC_NUM_SERVER=1 DMLC_NUM_WORKER=2 DMLC_NODE_HOST=<its IP> python -c "import mxnet"
 
 3. on each worker host (``DMLC_NUM_WORKER`` of them), the same training command with the
-   distributed kvstore and the same config and data paths::
+   distributed kvstore, the same config and data paths and the same ``--out``, a folder every
+   worker host mounts at that path::
 
        DMLC_ROLE=worker DMLC_PS_ROOT_URI=10.0.0.1 DMLC_PS_ROOT_PORT=9091 \\
        DMLC_NUM_SERVER=1 DMLC_NUM_WORKER=2 DMLC_NODE_HOST=<its IP> \\

@@ -1,6 +1,5 @@
 """One training run from start to DONE: check inputs, open the run folder, dispatch the method."""
 import logging
-from pathlib import Path
 
 from ..preflight import check_output_folder
 from .distributed import process_kvstore
@@ -9,6 +8,7 @@ from .rounds import run_rounds
 from .run_folder import RunFolder
 from .source_only import run_source_only
 from .stage import no_event, worker_shard
+from .worker_group import worker_folder
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,11 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
     ctx_list : list of mx.Context
     kvstore : str
         MXNet kvstore type. With ``dist_*`` every worker runs this same call: rank 0 writes
-        ``out``, rank r > 0 ``out/worker<r>`` (each a full run folder; each labels the whole
-        target set itself); each trains on its shard of every epoch and the gradients of all
-        workers are summed at every step, so all end with the same parameters.
+        ``out``, rank r > 0 ``out/worker<r>`` (each a full run folder). ``out`` must be one folder all
+        workers see (see :mod:`.worker_group`): in every round each labels its shard of the
+        target set into rank 0's round folder and all train on the combined labels, each on
+        its shard of every epoch; the gradients of all workers are summed at every step, so
+        all end with the same parameters.
     resume : bool
         Continue the run in ``out`` (its config may differ only in ``RESUMABLE_CHANGES``).
     on_event : callable
@@ -53,10 +55,8 @@ def run_experiment(config, data_root, weights, out, ctx_list, *, kvstore="device
     data = open_datasets(config, data_root)
     kvstore = process_kvstore(kvstore)
     rank, _ = worker_shard(kvstore)
-    if rank > 0:
-        # Workers started with one command line share --out on a host: rank 0 owns it.
-        out = Path(out) / f"worker{rank}"
-    run = RunFolder(out, config, resume=resume, break_lock=break_lock)
+    # Workers started with one command line share --out: rank 0 owns it, rank r its worker<r>.
+    run = RunFolder(worker_folder(out, rank), config, resume=resume, break_lock=break_lock)
     try:
         if run.done:
             logger.info("%s already finished; nothing to do", run.path)

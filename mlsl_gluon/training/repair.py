@@ -44,7 +44,7 @@ def missing_pseudo_labels(pseudo_dir, names, with_weak_labels):
     return missing
 
 
-def rebuild_pseudo_labels(folder, names, *, portion, class_mean_sizes, eta, progress=True):
+def rebuild_pseudo_labels(folder, names, *, portion, class_mean_sizes, eta, num_shards=1, progress=True):
     """Rewrite a round's pseudo-labels from its cache when some of them are missing.
 
     Parameters
@@ -55,6 +55,8 @@ def rebuild_pseudo_labels(folder, names, *, portion, class_mean_sizes, eta, prog
         Target image names that must have a label.
     portion, class_mean_sizes, eta
         As step 1 used them.
+    num_shards : int
+        Number of shards (dist_sync workers) whose caches step 1 wrote.
 
     Returns
     -------
@@ -75,7 +77,8 @@ def rebuild_pseudo_labels(folder, names, *, portion, class_mean_sizes, eta, prog
     logger.warning("%s: %d pseudo-label file(s) missing (first %s); rebuilding them from the cache",
                    folder.out_dir, len(missing), missing[0])
     try:
-        combine_pseudo_label_round(folder, portion=portion, num_shards=1, class_mean_sizes=class_mean_sizes,
+        combine_pseudo_label_round(folder, portion=portion, num_shards=num_shards,
+                                   class_mean_sizes=class_mean_sizes,
                                    eta=eta, progress=progress)
     except (CacheError, FileNotFoundError, OSError) as err:
         round_idx = folder.round_idx

@@ -12,6 +12,7 @@ from ..data import TrainTransform
 from .checkpoint import save_checkpoint
 from .datasets import EpochBatches, num_batches
 from .engine import NonFiniteLossError, train_epoch
+from .loader import BackgroundBatches
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def train_stage(run, net, trainer, dataset, ctx_list, *, state, settings, on_eve
         epoch, start = state["epoch"], state["iteration"]
         batches = EpochBatches(dataset, batch_size, seed=settings.seed, stage=state["stage"], epoch=epoch,
                                start_iteration=start, shard=shard)
+        batches = BackgroundBatches(batches, settings.loader_workers)
         where = {"stage": state["stage"], "round": state.get("round"), "epoch": epoch}
         # Loss sums of the epoch's batches before a mid-epoch resume, so the epoch's record
         # covers the whole epoch (those batches were all full: checkpoints fall mid-epoch).
