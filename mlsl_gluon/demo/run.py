@@ -109,7 +109,7 @@ def run_demo(out, *, seed=0, settings=FULL, ctx=None, progress=True):
     data_root = out / "data"
     generate_demo_data(data_root, seed=seed, n_source=settings.n_source,
                        n_target_train=settings.n_target_train, n_target_val=settings.n_target_val,
-                       size=settings.size, truth_root=out / "truth")
+                       size=settings.size, truth_root=out / "truth", progress=progress)
     init = write_random_trunk(out / "random_trunk.params", settings.width, seed)
     summaries, timings = {}, {}
     for method, key in METHODS:

@@ -124,7 +124,7 @@ def _write_label_ids(path, label_ids):
 
 
 def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_target_val=30,
-                       size=(128, 256), source_format="gta5", truth_root=None):
+                       size=(128, 256), source_format="gta5", truth_root=None, progress=True):
     """Write the demo's source and target data sets in the real on-disk formats.
 
     Parameters
@@ -144,6 +144,8 @@ def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_t
     truth_root : str or Path, optional
         Folder that receives the target-train ground truth (Cityscapes label ids), for
         measurements only; it must not lie inside ``out_root``, the folder a run reads.
+    progress : bool
+        Show the generation progress bars (``--no-progress`` turns them off).
 
     Returns
     -------
@@ -165,7 +167,7 @@ def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_t
     src_root = out_root / ("GTA5" if source_format == "gta5" else "SYNTHIA")
     cs_root = out_root / "Cityscapes"
 
-    for i in tqdm(range(n_source), desc=f"source ({source_format})", leave=False):
+    for i in tqdm(range(n_source), desc=f"source ({source_format})", leave=False, disable=not progress):
         image, label_ids, instances = make_frame(seed, "source", i, "source", (height, width))
         if source_format == "gta5":
             _write_rgb(src_root / "images" / f"{i + 1:05d}.png", image)
@@ -175,7 +177,7 @@ def generate_demo_data(out_root, *, seed=0, n_source=120, n_target_train=60, n_t
             _write_synthia_label(src_root / "GT" / "LABELS" / f"{i:07d}.png", label_ids, instances)
 
     for split, city, count in (("train", TRAIN_CITY, n_target_train), ("val", VAL_CITY, n_target_val)):
-        for i in tqdm(range(count), desc=f"target {split}", leave=False):
+        for i in tqdm(range(count), desc=f"target {split}", leave=False, disable=not progress):
             image, label_ids, _ = make_frame(seed, f"target_{split}", i, "target", (height, width))
             stem = f"{city}_000000_{i:06d}"
             _write_rgb(cs_root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image)
