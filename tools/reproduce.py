@@ -45,6 +45,8 @@ SMOKE_SIZES = [
     "rounds.source_portion_step=0.05", "rounds.source_portion_max=0.5",
     "source_only.epochs=2", "source_only.batch_size=4", "source_only.lr=0.01",
     "train.log_every=2", "train.checkpoint_every=2",
+    # Forking loader workers costs more than reading a few 48x96 frames (same batches either way).
+    "train.loader_workers=0",
 ]
 SMOKE_DATA = {"n_source": 8, "n_target_train": 4, "n_target_val": 2, "size": (48, 96)}
 SMOKE_SEED = 0
