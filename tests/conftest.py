@@ -21,15 +21,22 @@ def real_samples():
 
 
 @pytest.fixture(scope="session")
-def smoke_synthia(tmp_path_factory):
-    """``(data root, weights)``: tiny SYNTHIA -> Cityscapes data in the real layout at the smoke
-    sizes of tools/reproduce.py and a seeded random CBST-style 16-class source model (head
-    included), made once for the round-loop tests (in-process, CLI and dist_sync)."""
-    from mlsl_gluon.demo.synthetic import generate_demo_data
-
+def reproduce_tool():
+    """tools/reproduce.py as a module (its smoke sizes and its random-weights writer)."""
     spec = importlib.util.spec_from_file_location("reproduce", PROJECT_ROOT / "tools" / "reproduce.py")
     reproduce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reproduce)
+    return reproduce
+
+
+@pytest.fixture(scope="session")
+def smoke_synthia(tmp_path_factory, reproduce_tool):
+    """``(data root, weights)``: tiny SYNTHIA -> Cityscapes data in the real layout at the smoke
+    sizes of tools/reproduce.py and a seeded random CBST-style 16-class source model (head
+    included), made once for the round-loop tests (in-process, CLI, dist_sync and faults)."""
+    from mlsl_gluon.demo.synthetic import generate_demo_data
+
+    reproduce = reproduce_tool
     root = tmp_path_factory.mktemp("smoke_synthia")
     generate_demo_data(root / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
     weights = reproduce.write_random_ademxapp_weights(root / "synthia_rna-a1_cls16_s8_ep-0000.params", 16,

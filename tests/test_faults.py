@@ -322,23 +322,12 @@ def test_rgb_gta5_label_in_stats_names_it_and_says_what_to_use(tmp_path):
 # ---- train: inputs and run folders ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """Tiny SYNTHIA -> Cityscapes data, a width-1/16 source model and the smoke-run sizes."""
-    import importlib.util
-    from pathlib import Path
+def smoke(smoke_synthia, reproduce_tool):
+    """The shared tiny SYNTHIA -> Cityscapes data and width-1/16 source model, one-round smoke sizes.
 
-    from mlsl_gluon.demo.synthetic import generate_demo_data
-
-    spec = importlib.util.spec_from_file_location(
-        "reproduce", Path(__file__).resolve().parents[1] / "tools" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
-    root = tmp_path_factory.mktemp("faults_train")
-    generate_demo_data(root / "data", seed=0, source_format="synthia", **reproduce.SMOKE_DATA)
-    weights = reproduce.write_random_ademxapp_weights(root / "synthia_rna-a1_cls16_s8_ep-0000.params", 16,
-                                                      0.0625, seed=1, with_head=True)
-    sizes = [*reproduce.SMOKE_SIZES, "rounds.num_rounds=1"]
-    return root, root / "data", weights, sizes
+    Tests that damage a data file restore it before they end."""
+    data, weights = smoke_synthia
+    return data.parent, data, weights, [*reproduce_tool.SMOKE_SIZES, "rounds.num_rounds=1"]
 
 
 def train(smoke, out, *extra, sizes=None):
