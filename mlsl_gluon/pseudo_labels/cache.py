@@ -50,18 +50,21 @@ and the fields) unless ``regenerate=True``, which deletes and recreates it.
 import logging
 import os
 import zlib
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
-from .grid import quantise_probability
+from .grid import code_dtype, dequantise_probability, quantise_probability
 from .selection import IGNORE_LABEL, top_classes
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # 3: relative 16-bit grid (2: float16 grid of 1 - p)
-DEFAULT_TOP_CLASSES = 3  # with the spatial prior; 2 without (module docstring)
-LATER_CLASS_SPREAD = 64.0  # R of the round's dropping rule with the prior (module docstring)
+FORMAT_VERSION = 4  # 4: finer first-class grid, later classes as ratios (3: 16-bit codes for all)
+DEFAULT_TOP_CLASSES = 4  # with the spatial prior; 2 without (module docstring)
+PRIOR_FIRST_SHIFT = -2  # first-class grid with the prior: 12 mantissa bits (module docstring)
+LATER_CLASS_SPREAD = 16.0  # R of the round's dropping rule with the prior (module docstring)
+RATIO_STEPS = 1024  # later-class ratio steps per octave (2^-11 relative error, rounded to nearest)
 GZIP_LEVEL = 4
 
 
@@ -69,8 +72,40 @@ class CacheError(RuntimeError):
     """A cache file or entry that cannot be used (stale metadata, corrupted, half-written)."""
 
 
-def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, floor=0.0, spread=None):
-    """Keep the ``top`` highest-scoring classes per pixel with their quantised scores.
+@dataclass
+class CacheEntry:
+    """One image's cached top classes (module docstring).
+
+    ``top_class`` (T, H, W) uint8, highest score first, 255 = no class; ``first_code`` (H, W)
+    codes of the first class's score on the grid ``first_shift``; ``later_code`` (T - 1, H, W)
+    uint16 ratio codes v of the later classes: s_c = s_1 * 2^-((L - v) / RATIO_STEPS), s_1 the
+    first class's grid point and L = round(log2(spread) * RATIO_STEPS).
+    """
+
+    top_class: np.ndarray
+    first_code: np.ndarray
+    later_code: np.ndarray
+    first_shift: int
+    spread: float
+
+    def scores(self):
+        """(T, H, W) float64 scores of the kept classes (0 where the class is 255)."""
+        first = dequantise_probability(self.first_code, self.first_shift)
+        steps = _ratio_range(self.spread) - self.later_code.astype(np.float64)
+        later = first[None] * np.exp2(-steps / RATIO_STEPS)
+        out = np.concatenate([first[None], later])
+        out[self.top_class == IGNORE_LABEL] = 0.0
+        return out
+
+
+def _ratio_range(spread):
+    return int(round(np.log2(spread) * RATIO_STEPS))
+
+
+def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, first_shift=0, floor=0.0,
+                       spread=LATER_CLASS_SPREAD):
+    """Keep the ``top`` highest-scoring classes per pixel: the first with its grid code, the later
+    ones as ratios to it (module docstring).
 
     Parameters
     ----------
@@ -79,41 +114,44 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, shift=0, 
     top : int
         T, classes kept per pixel.
     valid : ndarray, optional
-        (H, W) bool; invalid pixels get class 255 and code 0 (score 0).
-    shift : int
-        Grid coarsening of :func:`quantise_probability`.
+        (H, W) bool; invalid pixels get class 255 everywhere.
+    first_shift : int
+        Grid of the first class's codes (:func:`quantise_probability`; -2 = 12 mantissa bits).
     floor : float
         Classes after the first whose score is below this are dropped (class 255).
-    spread : float, optional
-        Classes after the first whose score is below (first score) / ``spread`` are dropped too:
-        lossless while max_c k_c / min_c k_c <= ``spread`` (module docstring).
+    spread : float
+        R: classes after the first whose score is below (first score) / R are dropped too;
+        lossless while max_a k_a / min_c k_c <= R (module docstring).
 
     Returns
     -------
-    top_class : ndarray
-        (T, H, W) uint8, highest first (the lower class on ties).
-    top_code : ndarray
-        (T, H, W) uint16 codes (:func:`dequantise_probability` gives the scores).
+    CacheEntry
     """
+    if not spread > 1.0:
+        raise ValueError(f"spread must be > 1, got {spread}")
     score_map = np.asarray(score_map, dtype=np.float32)
     order, top_score = top_classes(score_map, top)
     top_class = order.astype(np.uint8)
-    top_code = quantise_probability(np.maximum(top_score, 0.0), shift)
-    dropped = np.zeros(top_class.shape, dtype=bool)
-    dropped[1:] = top_score[1:] < floor
-    if spread is not None:
-        dropped[1:] |= top_score[1:] * np.float32(spread) < top_score[:1]
-    dropped |= ~np.isfinite(top_score)  # fewer than T classes
-    top_class[dropped] = IGNORE_LABEL
-    top_code[dropped] = 0
+    first_code = quantise_probability(np.maximum(top_score[0], 0.0), first_shift)
+    first = dequantise_probability(first_code, first_shift)
+    later = top_score[1:].astype(np.float64)
+    dropped = (later < floor) | (later * spread < top_score[:1]) | ~np.isfinite(later) | (first[None] <= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steps = np.rint(-np.log2(np.maximum(later, 0.0) / first[None]) * RATIO_STEPS)
+    limit = _ratio_range(spread)
+    # A later score can exceed the first's grid point (rounded down) by < one step: ratio 1.
+    later_code = (limit - np.clip(np.nan_to_num(steps, nan=limit, posinf=limit), 0, limit)).astype(np.uint16)
+    top_class[1:][dropped] = IGNORE_LABEL
+    later_code[dropped] = 0
     if valid is not None:
         top_class[:, ~valid] = IGNORE_LABEL
-        top_code[:, ~valid] = 0
-    return top_class, top_code
+        first_code[~valid] = 0
+        later_code[:, ~valid] = 0
+    return CacheEntry(top_class, first_code, later_code, int(first_shift), float(spread))
 
 
 def default_top_classes(with_prior):
-    """T kept per pixel by default: 3 with the spatial prior, 2 without (module docstring)."""
+    """T kept per pixel by default: 4 with the spatial prior, 2 without (module docstring)."""
     return DEFAULT_TOP_CLASSES if with_prior else 2
 
 
@@ -126,18 +164,34 @@ def spread_is_lossless(thresholds, spread, class_counts):
     return bool(not occurring.any() or k.min() * spread >= k[occurring].max())
 
 
-def _to_differences(code):
-    # (T, H, W) uint16 -> zigzag-mapped 2-D differences modulo 2^16 (exactly invertible).
-    c = code.astype(np.int32)
-    dx = np.diff(c, axis=2, prepend=0)
-    d = np.diff(dx, axis=1, prepend=0).astype(np.int16)  # wraps modulo 2^16
-    return ((d << 1) ^ (d >> 15)).view(np.uint16)
+def _signed(dtype):
+    return {np.dtype(np.uint16): np.int16, np.dtype(np.uint32): np.int32}[np.dtype(dtype)]
 
 
-def _from_differences(zig):
-    z = np.asarray(zig, dtype=np.uint16)
-    d = (z >> 1) ^ (np.uint16(0) - (z & 1))
-    return np.cumsum(np.cumsum(d, axis=1, dtype=np.uint16), axis=2, dtype=np.uint16)
+def _to_residuals(code, order):
+    """(T, H, W) codes -> zigzag-mapped residuals modulo 2^bits (exactly invertible): ``order``
+    2 = 2-D differences c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], 3 = one more difference
+    along x (a smooth field's 2-D differences vary slowly)."""
+    dtype = code.dtype
+    bits = 8 * dtype.itemsize
+    d = np.diff(code.astype(np.int64), axis=1, prepend=0)
+    for _ in range(order - 1):
+        d = np.diff(d, axis=2, prepend=0)
+    d = d.astype(_signed(dtype))  # wraps modulo 2^bits
+    return ((d << 1) ^ (d >> (bits - 1))).view(dtype)
+
+
+def _from_residuals(zig, order):
+    z = np.asarray(zig)
+    dtype = z.dtype
+    d = (z >> 1) ^ (dtype.type(0) - (z & 1))
+    for _ in range(order - 1):
+        d = np.cumsum(d, axis=2, dtype=dtype)
+    return np.cumsum(d, axis=1, dtype=dtype)
+
+
+FIRST_ORDER = 3  # residual orders (:func:`_to_residuals`): measured smallest on network maps
+LATER_ORDER = 3
 
 
 def _entry_key(name):
@@ -146,12 +200,15 @@ def _entry_key(name):
     return name.replace("/", "|")
 
 
-def _crc(top_class, top_code):
-    return zlib.crc32(top_code.tobytes(), zlib.crc32(top_class.tobytes())) & 0xFFFFFFFF
+def _crc(*arrays):
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
+    return crc & 0xFFFFFFFF
 
 
 class ProbabilityCache:
-    """One round's HDF5 cache file: ``{image name: top classes + 16-bit score codes}``.
+    """One round's HDF5 cache file: ``{image name: CacheEntry}`` (module docstring).
 
     Parameters
     ----------
@@ -242,23 +299,26 @@ class ProbabilityCache:
         key = _entry_key(name)
         return key in self._file and bool(self._file[key].attrs.get("complete", False))
 
-    def write(self, name, top_class, top_code, uncovered=0):
+    def write(self, name, entry, uncovered=0):
         """Store one image's entry; a previous (e.g. half-written) entry is replaced.
 
         Parameters
         ----------
         name : str
             Image name.
-        top_class, top_code : ndarray
-            (T, H, W) from :func:`encode_top_classes`.
+        entry : CacheEntry
+            From :func:`encode_top_classes`.
         uncovered : int
             Pixels no patch covered (recorded).
         """
-        top_class = np.asarray(top_class, dtype=np.uint8)
-        top_code = np.asarray(top_code, dtype=np.uint16)
-        if top_class.ndim != 3 or top_class.shape != top_code.shape:
-            raise ValueError(f"{self.path}: entry {name!r} needs (T, H, W) classes and codes of one "
-                             f"shape, got {top_class.shape} and {top_code.shape}")
+        top_class = np.asarray(entry.top_class, dtype=np.uint8)
+        first_code = np.asarray(entry.first_code, dtype=code_dtype(entry.first_shift))
+        later_code = np.asarray(entry.later_code, dtype=np.uint16)
+        if (top_class.ndim != 3 or first_code.shape != top_class.shape[1:]
+                or later_code.shape != (len(top_class) - 1,) + top_class.shape[1:]):
+            raise ValueError(f"{self.path}: entry {name!r} needs (T, H, W) classes, (H, W) first codes "
+                             f"and (T-1, H, W) later codes, got {top_class.shape}, {first_code.shape} "
+                             f"and {later_code.shape}")
         key = _entry_key(name)
         if key in self._file:
             del self._file[key]
@@ -266,26 +326,24 @@ class ProbabilityCache:
         chunks = (1,) + tuple(min(s, 256) for s in top_class.shape[1:])
         options = dict(chunks=chunks, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
         group.create_dataset("top_class", data=top_class, **options)
-        group.create_dataset("top_code_diff", data=_to_differences(top_code[:1]), **options)
-        if len(top_code) > 1:
-            group.create_dataset("later_code_diff", data=_to_differences(top_code[1:]), **options)
+        group.create_dataset("first_code_residual", data=_to_residuals(first_code[None], FIRST_ORDER),
+                             **options)
+        if len(later_code):
+            group.create_dataset("later_code_residual", data=_to_residuals(later_code, LATER_ORDER),
+                                 **options)
         group.attrs["name"] = name
         group.attrs["uncovered"] = int(uncovered)
-        group.attrs["crc32"] = _crc(top_class, top_code)
+        group.attrs["first_shift"] = int(entry.first_shift)
+        group.attrs["spread"] = float(entry.spread)
+        group.attrs["crc32_first"] = _crc(top_class[0], first_code)
+        group.attrs["crc32"] = _crc(top_class, first_code, later_code)
         self._file.flush()
         # Marking completion last means a writer killed before this line leaves an entry that
         # `has` reports as absent.
         group.attrs["complete"] = True
         self._file.flush()
 
-    def read(self, name):
-        """Return ``(top_class uint8 (T,H,W), top_code uint16 (T,H,W), uncovered)`` of an entry.
-
-        Raises
-        ------
-        CacheError
-            When the entry is missing, half-written, unreadable or fails its CRC check.
-        """
+    def _group(self, name):
         key = _entry_key(name)
         if key not in self._file:
             raise CacheError(f"{self.path}: no entry for image {name!r}")
@@ -293,17 +351,54 @@ class ProbabilityCache:
         if not group.attrs.get("complete", False):
             raise CacheError(f"{self.path}: entry {name!r} is half-written (no 'complete' mark); "
                              "rerun the pass to recompute it")
+        return group
+
+    def _first(self, group, name):
         try:
-            top_class = group["top_class"][()]
-            top_code = _from_differences(group["top_code_diff"][()])
-            if "later_code_diff" in group:
-                later = _from_differences(group["later_code_diff"][()])
-                top_code = np.concatenate([top_code, later])
+            first_class = group["top_class"][0]
+            first_code = _from_residuals(group["first_code_residual"][()], FIRST_ORDER)[0]
         except (OSError, KeyError) as err:
             raise CacheError(f"{self.path}: entry {name!r} is unreadable ({err})") from err
-        if _crc(top_class, top_code) != int(group.attrs["crc32"]):
+        return first_class, first_code
+
+    def read_first(self, name):
+        """``(first class uint8 (H, W), first code (H, W), first_shift)`` of an entry, checked by
+        its own CRC: what the thresholds' refinement pass needs, without decoding later classes.
+
+        Raises
+        ------
+        CacheError
+            As :meth:`read`.
+        """
+        group = self._group(name)
+        first_class, first_code = self._first(group, name)
+        if _crc(first_class, first_code) != int(group.attrs["crc32_first"]):
             raise CacheError(f"{self.path}: entry {name!r} is corrupted (CRC mismatch)")
-        return top_class, top_code, int(group.attrs.get("uncovered", 0))
+        return first_class, first_code, int(group.attrs["first_shift"])
+
+    def read(self, name):
+        """Return ``(CacheEntry, uncovered)`` of an entry.
+
+        Raises
+        ------
+        CacheError
+            When the entry is missing, half-written, unreadable or fails its CRC check.
+        """
+        group = self._group(name)
+        first_class, first_code = self._first(group, name)
+        try:
+            top_class = group["top_class"][()]
+            if "later_code_residual" in group:
+                later = _from_residuals(group["later_code_residual"][()], LATER_ORDER)
+            else:
+                later = np.zeros((0,) + first_code.shape, dtype=np.uint16)
+        except (OSError, KeyError) as err:
+            raise CacheError(f"{self.path}: entry {name!r} is unreadable ({err})") from err
+        if _crc(top_class, first_code, later) != int(group.attrs["crc32"]):
+            raise CacheError(f"{self.path}: entry {name!r} is corrupted (CRC mismatch)")
+        entry = CacheEntry(top_class, first_code, later, int(group.attrs["first_shift"]),
+                           float(group.attrs["spread"]))
+        return entry, int(group.attrs.get("uncovered", 0))
 
     def entry_nbytes(self, name):
         """Bytes an entry occupies on disk (compressed)."""

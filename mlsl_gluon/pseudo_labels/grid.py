@@ -7,7 +7,7 @@ over-confident network puts most pixels of a frequent class within 1e-5 of 1. Th
 therefore relative at both ends:
 
 - for s <= 1/2, the grid points are the float32 numbers in [2^-32, 1/2] with the mantissa cut
-  to M = 10 - ``shift`` bits (a log grid: consecutive points differ by at most 2^-M of s), plus 0;
+  to M = 10 - ``shift`` bits (``shift`` in -3..9) (a log grid: consecutive points differ by at most 2^-M of s), plus 0;
 - for s > 1/2, the points are 1 - g for the same points g < 1/2 (consecutive points differ by at
   most 2^-M of 1 - s, hence of s).
 
@@ -15,7 +15,9 @@ therefore relative at both ends:
 down); codes increase with s. For every grid point k and every s, s >= k exactly when
 code(s) >= code(k): a threshold on the grid makes the same decisions on codes as on the
 full-precision scores. A bin (all s of one code) spans less than 2^-M of its values in
-relative terms: 2^-10 = 9.8e-4 with ``shift`` 0. Scores below 2^-32 share code 0 with 0.
+relative terms: 2^-10 = 9.8e-4 with ``shift`` 0, 2^-12 with ``shift`` -2. Scores below 2^-32
+share code 0 with 0. Grids are nested: every point of a coarser grid is a point of each finer
+one, so :func:`coarsen_codes` maps fine codes to coarse ones exactly.
 """
 import numpy as np
 
@@ -24,10 +26,13 @@ _MIN_EXPONENT = 127 - 32  # biased float32 exponent of 2^-32, the smallest nonze
 _LOW_POINTS = 31  # exponents of [2^-32, 1/2): 2^-32 .. 2^-2
 
 
+MIN_SHIFT = -3  # the finest grid: 13 mantissa bits
+
+
 def _mantissa_bits(shift):
     shift = int(shift)
-    if not 0 <= shift <= 9:
-        raise ValueError(f"grid shift must be in 0..9, got {shift}")
+    if not MIN_SHIFT <= shift <= 9:
+        raise ValueError(f"grid shift must be in {MIN_SHIFT}..9, got {shift}")
     return 10 - shift
 
 
@@ -80,7 +85,7 @@ def quantise_probability(prob, shift=0):
     Returns
     -------
     ndarray
-        uint16 codes in [0, num_probability_codes(shift)).
+        Codes in [0, num_probability_codes(shift)): uint16 for shift >= 0, else uint32.
     """
     m = _mantissa_bits(shift)
     n = _low_count(m)
@@ -91,7 +96,33 @@ def quantise_probability(prob, shift=0):
     # 1 - s is exact in float64 for s in [1/2, 1]; rounding it up rounds s down.
     rest = _ceil_index(1.0 - s[~low], m)
     code[~low] = 2 * n - 1 - rest
-    return code.astype(np.uint16)
+    return code.astype(code_dtype(shift))
+
+
+def code_dtype(shift):
+    """uint16 when the grid's codes fit in it (shift >= 0), else uint32."""
+    return np.uint16 if num_probability_codes(shift) <= 1 << 16 else np.uint32
+
+
+def coarsen_codes(code, fine_shift, coarse_shift):
+    """Codes of the coarser grid ``coarse_shift`` of scores given by their ``fine_shift`` codes.
+
+    Exact: every coarse grid point is a fine one, so the largest coarse point <= s is the largest
+    coarse point <= the fine point of s. Integer arithmetic on the codes (no float round trip).
+    """
+    d = _mantissa_bits(fine_shift) - _mantissa_bits(coarse_shift)
+    if d < 0:
+        raise ValueError(f"grid shift {coarse_shift} is finer than {fine_shift}")
+    code = np.asarray(code).astype(np.int64)
+    n_fine, n_coarse = _low_count(_mantissa_bits(fine_shift)), _low_count(_mantissa_bits(coarse_shift))
+    low = code <= n_fine
+    # Low side: index i of a point >= 2^-32 is code - 1, and the coarse index is i >> d.
+    out = np.where(code == 0, 0, ((code - 1) >> d) + 1)
+    # High side: the index of the smallest point >= 1 - s; the coarse one is its ceiling / 2^d.
+    rest = 2 * n_fine - 1 - code
+    rest_coarse = np.where(rest < 0, -1, -((-rest) >> d))
+    out = np.where(low, out, 2 * n_coarse - 1 - rest_coarse)
+    return out.astype(code_dtype(coarse_shift))
 
 
 def dequantise_probability(code, shift=0):

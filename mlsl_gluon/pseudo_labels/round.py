@@ -3,8 +3,10 @@
 Pass 1 (per shard): infer every image of the shard (SI or SISC), multiply in the spatial prior,
 store the top classes in the round's HDF5 cache and add them to a threshold accumulator; the
 accumulator and a manifest are saved next to the labels. Pass 2 (:func:`combine_pseudo_label_round`,
-once all shards are done): merge the accumulators into the class-balanced thresholds, then read
-every cache entry, select the pseudo-labels and write
+once all shards are done): merge the accumulators into coarse class-balanced thresholds, refine
+them on the caches' finer first-class grid by one sweep over every shard's cached first-class
+codes (:class:`.thresholds.CodeRefinement`, memory flat), then read every cache entry, select
+the pseudo-labels and write
 
     out_dir/labels/<name>.png    uint8 train ids, 255 = not selected
     out_dir/weak_labels.json     {name: [0/1] * C}, when class mean sizes are given
@@ -26,24 +28,26 @@ from ..data.classes import class_names, palette
 from ..io import atomic_write_bytes, atomic_write_json
 from .cache import (
     LATER_CLASS_SPREAD,
+    PRIOR_FIRST_SHIFT,
     CacheError,
     ProbabilityCache,
     default_top_classes,
     encode_top_classes,
     spread_is_lossless,
 )
-from .grid import dequantise_probability, quantise_probability
+from .grid import coarsen_codes, dequantise_probability, quantise_probability
 from .inference import patch_seed, single_inference_many, sisc_inference
 from .selection import IGNORE_LABEL, apply_spatial_prior, select_from_top_classes
-from .thresholds import ThresholdAccumulator
+from .thresholds import CodeRefinement, ThresholdAccumulator
 from .weak_labels import pseudo_weak_labels
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("sisc", "si")
 
-# The finest probability grid (see :mod:`.grid`); how many classes per pixel the cache keeps is
-# :func:`.cache.default_top_classes`. Both are recorded in every cache's settings.
+# The grid of pass 1's threshold histograms (see :mod:`.grid`); the cache's first-class grid
+# (finer with the prior), how many classes per pixel it keeps (:func:`.cache.default_top_classes`)
+# and its dropping rules are recorded in every cache's settings.
 CODE_SHIFT = 0
 
 
@@ -104,6 +108,7 @@ def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest
     prior_digest = "" if prior is None else hashlib.sha256(
         np.ascontiguousarray(prior, dtype=np.float32).tobytes()).hexdigest()
     longer_side = settings.longer_side
+    floor = float(dequantise_probability(quantise_probability(1.0 / num_classes, CODE_SHIFT), CODE_SHIFT))
     return {
         "round": int(round_idx), "method": settings.method, "checkpoint_digest": str(checkpoint_digest),
         "K": int(settings.K) if sisc else 0, "patch_size": int(settings.patch_size) if sisc else 0,
@@ -113,10 +118,11 @@ def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
         "num_classes": int(num_classes), "prior_digest": prior_digest,
         "top_classes": default_top_classes(prior is not None), "code_shift": CODE_SHIFT,
+        "first_code_shift": PRIOR_FIRST_SHIFT if prior is not None else CODE_SHIFT,
         # Lossless only without a prior: then every k_c >= the grid point of 1/C.
-        "second_class_floor": 0.0 if prior is not None else float(
-            dequantise_probability(quantise_probability(1.0 / num_classes, CODE_SHIFT), CODE_SHIFT)),
-        "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 0.0,
+        "second_class_floor": 0.0 if prior is not None else floor,
+        # Without a prior the floor already bounds later scores' ratios to the first by 1 / floor.
+        "later_class_spread": float(LATER_CLASS_SPREAD) if prior is not None else 1.0 / floor,
         # The volumes do not depend on it, the thresholds do: recorded so a round labelled with
         # the other sampling is not reused as finished.
         "released_sampling": bool(settings.released_sampling),
@@ -217,7 +223,7 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
             name = names[idx]
             cached = _read_intact(cache, name)
             if cached is not None:
-                top_class, top_code, _ = cached
+                entry, _ = cached
                 skipped += 1
             else:
                 if settings.method == "sisc":
@@ -234,14 +240,16 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
                     covered = np.ones(prob.shape[1:], dtype=bool)
                 if prior is not None:
                     prob = apply_spatial_prior(prob, prior)
-                top_class, top_code = encode_top_classes(
-                    prob, cache_settings["top_classes"], valid=covered, shift=CODE_SHIFT,
-                    floor=cache_settings["second_class_floor"],
-                    spread=cache_settings["later_class_spread"] or None)
-                cache.write(name, top_class, top_code, uncovered=int((~covered).sum()))
+                entry = encode_top_classes(
+                    prob, cache_settings["top_classes"], valid=covered,
+                    first_shift=cache_settings["first_code_shift"],
+                    floor=cache_settings["second_class_floor"], spread=cache_settings["later_class_spread"])
+                cache.write(name, entry, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
-            accumulator.update_codes(top_class[0], top_code[0], valid=top_class[0] != IGNORE_LABEL)
+            first_class = entry.top_class[0]
+            accumulator.update_codes(first_class, coarsen_codes(entry.first_code, entry.first_shift, CODE_SHIFT),
+                                     valid=first_class != IGNORE_LABEL)
     if skipped:
         logger.info("%s: %d of %d images were already cached", cache_path, skipped, len(indices))
 
@@ -297,6 +305,24 @@ def _write_png(path, label):
     atomic_write_bytes(path, buf.tobytes())
 
 
+def _refined_thresholds(accumulator, portion, first_shift, manifests, progress):
+    """Thresholds on the caches' first-class grid: pass 1's coarse histograms locate each class's
+    rank bin, one sweep over the cached first-class codes of every shard counts inside it."""
+    refinement = CodeRefinement(accumulator, portion, first_shift)
+    total = sum(len(m["names"]) for m in manifests)
+    with tqdm(total=total, desc="refining thresholds", unit="img", disable=not progress) as bar:
+        for manifest in manifests:
+            with ProbabilityCache(manifest["cache_path"], manifest["settings"], mode="r") as cache:
+                for name in manifest["names"]:
+                    first_class, first_code, shift = cache.read_first(name)
+                    if shift != first_shift:
+                        raise CacheError(f"{manifest['cache_path']}: entry {name!r} has first-class "
+                                         f"grid {shift}, the round's settings say {first_shift}")
+                    refinement.update_codes(first_class, first_code, valid=first_class != IGNORE_LABEL)
+                    bar.update(1)
+    return refinement.thresholds()
+
+
 def combine_pseudo_label_round(folder, *, portion, num_shards, class_mean_sizes=None, eta=None,
                                progress=True):
     """Pass 2: merge the shards' accumulators, select pseudo-labels from every cache, write them.
@@ -328,8 +354,13 @@ def combine_pseudo_label_round(folder, *, portion, num_shards, class_mean_sizes=
     for i in range(num_shards):
         acc = ThresholdAccumulator.load(folder.shard_file((i, num_shards), ".npz"))
         accumulator = acc if accumulator is None else accumulator.merge(acc)
-    thresholds = accumulator.thresholds(portion)
-    spread = manifests[0]["settings"].get("later_class_spread", 0.0)
+    first_shift = manifests[0]["settings"].get("first_code_shift")
+    if first_shift is None:
+        raise CacheError(f"{out_dir}: round {round_idx} was cached by an older version (cache format < 4); "
+                         "rerun its pass 1 with --regenerate")
+    thresholds = _refined_thresholds(accumulator, portion, first_shift, manifests, progress) \
+        if first_shift < accumulator.shift else accumulator.thresholds(portion)
+    spread = manifests[0]["settings"]["later_class_spread"]
     if spread and not spread_is_lossless(thresholds, spread, accumulator.class_counts()):
         logger.warning("round %d: thresholds spread beyond %g; classes the cache dropped could have "
                        "won a few pixels (%s)", round_idx, spread, ", ".join(f"{k:.3g}" for k in thresholds))
@@ -342,9 +373,8 @@ def combine_pseudo_label_round(folder, *, portion, num_shards, class_mean_sizes=
         for manifest in manifests:
             with ProbabilityCache(manifest["cache_path"], manifest["settings"], mode="r") as cache:
                 for name in manifest["names"]:
-                    top_class, top_code, n_uncovered = cache.read(name)
-                    top_prob = dequantise_probability(top_code, accumulator.shift)
-                    label = select_from_top_classes(top_class, top_prob, thresholds)
+                    entry, n_uncovered = cache.read(name)
+                    label = select_from_top_classes(entry.top_class, entry.scores(), thresholds)
                     _write_png(os.path.join(out_dir, "labels", name + ".png"), label)
                     if colours is not None:
                         rgb = np.zeros(label.shape + (3,), dtype=np.uint8)

@@ -29,7 +29,7 @@ never the argmax keeps k = 1). Default off: the exact definition.
 import numpy as np
 
 from ..io import atomic_write_bytes, npz_bytes
-from .grid import dequantise_probability, num_probability_codes, quantise_probability
+from .grid import coarsen_codes, dequantise_probability, num_probability_codes, quantise_probability
 from .selection import apply_spatial_prior, class_argmax
 
 RELEASED_STRIDE = 4  # every 4th pixel of a class per image (released code)
@@ -250,6 +250,73 @@ class ThresholdRefinement:
             value = -np.partition(-values, j - 1)[j - 1]
             if value > 0:
                 k[c] = value
+        return k
+
+
+class CodeRefinement:
+    """Second pass over finer grid codes (the cache's first-class codes) that puts the thresholds of
+    a :class:`ThresholdAccumulator` on the finer grid.
+
+    Per class, counts the fine codes inside the one coarse bin that holds the rank (memory: C
+    arrays of at most 2^(shift - fine_shift) counts, flat in the number of images), then applies
+    the coarse rule at the fine level: k_c is the fine grid point, of the two bracketing the
+    rank's fine bin, whose count of codes >= it is nearer floor(N_c * p) (the lower on ties).
+    Hence |k_c - k_exact| < 2^-(10 - fine_shift) * k_exact, and every decision s >= k_c is the
+    same on fine codes as on the full-precision scores.
+
+    Parameters
+    ----------
+    accumulator : ThresholdAccumulator
+        Filled by pass 1 with the coarse codes of the same pixels (``coarsen_codes``).
+    portion : float
+        Target portion p.
+    fine_shift : int
+        Grid of the codes passed to :meth:`update_codes` (<= the accumulator's shift).
+    """
+
+    def __init__(self, accumulator, portion, fine_shift):
+        self.accumulator = accumulator
+        self.fine_shift = int(fine_shift)
+        self.rank, self.bin, self.above = accumulator.rank_bins(portion)
+        # The fine codes of coarse bin b run from the fine code of its lower edge to the one
+        # below the next coarse point (for the top code, 1, only itself).
+        coarse = np.maximum(self.bin, 0)
+        top = accumulator.bins - 1
+        self.first = quantise_probability(dequantise_probability(coarse, accumulator.shift),
+                                          self.fine_shift).astype(np.int64)
+        upper = quantise_probability(dequantise_probability(np.minimum(coarse + 1, top), accumulator.shift),
+                                     self.fine_shift).astype(np.int64)
+        self.counts = [np.zeros(max(1, int(u - f)) if b != top else 1, dtype=np.int64)
+                       for f, u, b in zip(self.first, upper, coarse)]
+
+    def update_codes(self, pred, code, valid=None):
+        """Add one image's pixels (the same as in pass 1): argmax class and fine code."""
+        acc = self.accumulator
+        pred, code = _sampled(pred, code, valid, acc.released_sampling, acc.num_classes)
+        code = code.astype(np.int64)
+        wanted = coarsen_codes(code, self.fine_shift, acc.shift).astype(np.int64) == self.bin[pred]
+        for c in np.unique(pred[wanted]):
+            offsets = code[wanted & (pred == c)] - self.first[c]
+            self.counts[c] += np.bincount(offsets, minlength=len(self.counts[c]))
+
+    def thresholds(self):
+        """k_c on the fine grid, with the empty and zero rules (module docstring)."""
+        acc = self.accumulator
+        k = np.ones(acc.num_classes, dtype=np.float64)
+        for c in np.flatnonzero(self.bin > 0):  # bin 0 holds the zero scores: k = 1
+            counts = self.counts[c]
+            inside = int(self.rank[c] - self.above[c])
+            if counts.sum() < inside:
+                raise ValueError(f"class {c}: the refinement pass saw {counts.sum()} codes in the "
+                                 f"rank's bin, expected at least {inside}; were the caches the same?")
+            from_top = np.cumsum(counts[::-1])
+            j = int(np.searchsorted(from_top, inside))  # the rank's fine bin, from the top
+            fine_bin = len(counts) - 1 - j
+            above = from_top[j - 1] if j else 0
+            upper = 2 * (inside - above) < counts[fine_bin]
+            fine_code = self.first[c] + fine_bin + int(upper)
+            if fine_code < num_probability_codes(self.fine_shift):
+                k[c] = dequantise_probability(fine_code, self.fine_shift)
         return k
 
 
