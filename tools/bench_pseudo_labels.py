@@ -51,33 +51,39 @@ def peak_rss_mb():
 def rss_worker(num_images, seed=0):
     """Child process: thresholds + selection over ``num_images`` synthetic cached maps; peak RSS MB.
 
-    The maps are what the round's pass 2 reads from the cache (argmax class and 16-bit code per
-    pixel at 1024x2048), generated on the fly; pass 1 accumulates the threshold histograms and
-    pass 2 selects, exactly as combine_pseudo_label_round does, minus the HDF5 reads.
+    The maps are what the round's pass 2 reads from the cache (argmax class and first-class code
+    on the prior's 12-bit grid per pixel at 1024x2048), generated on the fly; pass 1 accumulates
+    the coarse threshold histograms, the refinement sweep counts inside the rank bins and pass 2
+    selects, exactly as combine_pseudo_label_round does, minus the HDF5 reads.
     """
-    from mlsl_gluon.pseudo_labels.grid import dequantise_probability, num_probability_codes
+    from mlsl_gluon.pseudo_labels.cache import PRIOR_FIRST_SHIFT
+    from mlsl_gluon.pseudo_labels.grid import coarsen_codes, dequantise_probability, num_probability_codes
     from mlsl_gluon.pseudo_labels.selection import select_from_top_classes
-    from mlsl_gluon.pseudo_labels.thresholds import ThresholdAccumulator
+    from mlsl_gluon.pseudo_labels.thresholds import CodeRefinement, ThresholdAccumulator
 
-    shift = 2
+    fine = PRIOR_FIRST_SHIFT
 
     def cached_map(i):
         rng = np.random.default_rng([seed, i])
         blocks = rng.integers(0, CLASSES, size=(HEIGHT // 64, WIDTH // 64), dtype=np.uint8)
         top_class = np.repeat(np.repeat(blocks, 64, axis=0), 64, axis=1)[None]
-        top_code = rng.integers(num_probability_codes(shift) // 2, num_probability_codes(shift),
-                                size=(1, HEIGHT, WIDTH), dtype=np.uint16)
-        return top_class, top_code
+        first_code = rng.integers(num_probability_codes(fine) // 2, num_probability_codes(fine),
+                                  size=(HEIGHT, WIDTH), dtype=np.uint32)
+        return top_class, first_code
 
-    acc = ThresholdAccumulator(CLASSES, shift)
+    acc = ThresholdAccumulator(CLASSES)
     for i in range(num_images):
-        top_class, top_code = cached_map(i)
-        acc.update_codes(top_class[0], top_code[0])
-    k = acc.thresholds(0.3)
+        top_class, first_code = cached_map(i)
+        acc.update_codes(top_class[0], coarsen_codes(first_code, fine, 0))
+    refinement = CodeRefinement(acc, 0.3, fine)
+    for i in range(num_images):
+        top_class, first_code = cached_map(i)
+        refinement.update_codes(top_class[0], first_code)
+    k = refinement.thresholds()
     selected = 0
     for i in range(num_images):
-        top_class, top_code = cached_map(i)
-        label = select_from_top_classes(top_class, dequantise_probability(top_code, shift), k)
+        top_class, first_code = cached_map(i)
+        label = select_from_top_classes(top_class, dequantise_probability(first_code, fine)[None], k)
         selected += int((label != 255).sum())
     peak_mb = peak_rss_mb()
     print(json.dumps({"images": num_images, "peak_rss_mb": peak_mb, "selected": selected}))
@@ -175,41 +181,57 @@ def exact_thresholds(score_maps, portion):
     return k
 
 
+def round_thresholds(entries, portion, coarse_shift=0):
+    """What combine_pseudo_label_round computes from cache entries: coarse histograms, then the
+    refinement on the entries' first-class grid when it is finer."""
+    from mlsl_gluon.pseudo_labels.grid import coarsen_codes
+    from mlsl_gluon.pseudo_labels.thresholds import CodeRefinement, ThresholdAccumulator
+
+    coarse_shift = max(coarse_shift, entries[0].first_shift)
+    acc = ThresholdAccumulator(CLASSES, coarse_shift)
+    for e in entries:
+        acc.update_codes(e.top_class[0], coarsen_codes(e.first_code, e.first_shift, coarse_shift),
+                         valid=e.top_class[0] != 255)
+    if entries[0].first_shift == coarse_shift:
+        return acc.thresholds(portion), acc
+    refinement = CodeRefinement(acc, portion, entries[0].first_shift)
+    for e in entries:
+        refinement.update_codes(e.top_class[0], e.first_code, valid=e.top_class[0] != 255)
+    return refinement.thresholds(), acc
+
+
 def prior_figures(probs, names, prior, portion=0.5):
-    """With the spatial prior: the round's cache path (top 3 classes by prior-weighted score, later
-    classes below 1/LATER_CLASS_SPREAD of the first dropped, grid thresholds from the cached codes)
-    against the exact definition on the float32 scores.
+    """With the spatial prior: the round's cache path (top classes by prior-weighted score, the
+    first on the 12-bit grid, later ones as ratios, those below 1/LATER_CLASS_SPREAD of the first
+    dropped, thresholds from the cached first-class codes) against the exact definition on the
+    float32 scores.
 
     Returns (largest entry in bytes, max relative threshold error over classes with an exact
     threshold >= 1e-6, agreement with exact selection, agreement with full-precision selection
     under the cache's thresholds)."""
     from mlsl_gluon.pseudo_labels import (
         ProbabilityCache,
-        ThresholdAccumulator,
         apply_spatial_prior,
-        dequantise_probability,
         encode_top_classes,
         select_from_top_classes,
         select_pseudo_labels,
     )
-    from mlsl_gluon.pseudo_labels.cache import LATER_CLASS_SPREAD, spread_is_lossless
+    from mlsl_gluon.pseudo_labels.cache import LATER_CLASS_SPREAD, PRIOR_FIRST_SHIFT, spread_is_lossless
 
     scores = [apply_spatial_prior(p, prior) for p, _ in probs]
     exact = exact_thresholds(scores, portion)
     with tempfile.TemporaryDirectory() as tmp:
         cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
         for name, score, (_, covered) in zip(names, scores, probs):
-            cache.write(name, *encode_top_classes(score, valid=covered, spread=LATER_CLASS_SPREAD))
+            cache.write(name, encode_top_classes(score, valid=covered, first_shift=PRIOR_FIRST_SHIFT,
+                                                 spread=LATER_CLASS_SPREAD))
         sizes = [int(cache.entry_nbytes(n)) for n in names]
-        entries = [cache.read(n) for n in names]
+        entries = [cache.read(n)[0] for n in names]
         cache.close()
-    acc = ThresholdAccumulator(CLASSES)
-    for top_class, top_code, _ in entries:
-        acc.update_codes(top_class[0], top_code[0], valid=top_class[0] != 255)
-    k = acc.thresholds(portion)
+    k, acc = round_thresholds(entries, portion)
     ranked = exact >= 1e-6
     rel_error = float(np.max(np.abs(k[ranked] - exact[ranked]) / exact[ranked]))
-    cached = [select_from_top_classes(c, dequantise_probability(code), k) for c, code, _ in entries]
+    cached = [select_from_top_classes(e.top_class, e.scores(), k) for e in entries]
     vs_exact = float(np.mean([np.mean(a == select_pseudo_labels(s, exact)) for a, s in zip(cached, scores)]))
     vs_same = float(np.mean([np.mean(a == select_pseudo_labels(s, k)) for a, s in zip(cached, scores)]))
     print(f"  with the spatial prior, portion {portion}: cache bytes per image {sizes}; max relative "
@@ -224,8 +246,6 @@ def cache_figures(probs, names, variants):
     """Per variant: (largest entry in bytes, lowest agreement over portions); figures printed."""
     from mlsl_gluon.pseudo_labels import (
         ProbabilityCache,
-        ThresholdAccumulator,
-        dequantise_probability,
         encode_top_classes,
         select_from_top_classes,
         select_pseudo_labels,
@@ -240,20 +260,17 @@ def cache_figures(probs, names, variants):
         with tempfile.TemporaryDirectory() as tmp:
             cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
             for name, (prob, covered) in zip(names, probs):
-                cache.write(name, *encode_top_classes(prob, top, valid=covered, shift=shift, floor=floor))
+                cache.write(name, encode_top_classes(prob, top, valid=covered, first_shift=shift, floor=floor,
+                                                     spread=1.0 / floor if floor else 2.0))
             sizes = [int(cache.entry_nbytes(n)) for n in names]
-            entries = [cache.read(n) for n in names]
+            entries = [cache.read(n)[0] for n in names]
             cache.close()
         print(f"  {title}: cache bytes per image {sizes} (largest {max(sizes) / 2**20:.2f} MiB; float32 "
               f"would be {CLASSES * HEIGHT * WIDTH * 4 / 2**20:.0f} MiB)")
         agreements = []
         for portion, (exact, reference) in references.items():
-            acc = ThresholdAccumulator(CLASSES, shift=shift)
-            for top_class, top_code, _ in entries:
-                acc.update_codes(top_class[0], top_code[0], valid=top_class[0] != 255)
-            k = acc.thresholds(portion)
-            cached = [select_from_top_classes(c, dequantise_probability(code, shift), k)
-                      for c, code, _ in entries]
+            k, _ = round_thresholds(entries, portion)
+            cached = [select_from_top_classes(e.top_class, e.scores(), k) for e in entries]
             agree = float(np.mean([np.mean(a == b) for a, b in zip(cached, reference)]))
             agreements.append(agree)
             print(f"    portion {portion}: labels from the cache agree with full-precision labels on "
@@ -319,7 +336,7 @@ def main():
     # 1. Cache size and agreement with full-precision labels (exact sort-based thresholds on the
     # float32 SISC maps): the round's default cache settings and two variants.
     floor = float(dequantise_probability(quantise_probability(1.0 / CLASSES)))
-    variants = {"default without a prior (top 2 classes, relative grid)": (2, 0, floor),
+    variants = {"default without a prior (top 2 classes, 10-bit relative grid)": (2, 0, floor),
                 "top 3 classes": (3, 0, floor),
                 "compact (top 1 class, grid shift 2)": (1, 2, 0.0)}
     headline = next(iter(variants))

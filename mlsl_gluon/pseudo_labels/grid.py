@@ -7,7 +7,8 @@ over-confident network puts most pixels of a frequent class within 1e-5 of 1. Th
 therefore relative at both ends:
 
 - for s <= 1/2, the grid points are the float32 numbers in [2^-32, 1/2] with the mantissa cut
-  to M = 10 - ``shift`` bits (``shift`` in -3..9) (a log grid: consecutive points differ by at most 2^-M of s), plus 0;
+  to M = 10 - ``shift`` bits, ``shift`` in -3..9 (a log grid: consecutive points differ by at
+  most 2^-M of s), plus 0;
 - for s > 1/2, the points are 1 - g for the same points g < 1/2 (consecutive points differ by at
   most 2^-M of 1 - s, hence of s).
 

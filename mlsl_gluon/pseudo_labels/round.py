@@ -248,8 +248,8 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
             first_class = entry.top_class[0]
-            accumulator.update_codes(first_class, coarsen_codes(entry.first_code, entry.first_shift, CODE_SHIFT),
-                                     valid=first_class != IGNORE_LABEL)
+            coarse = coarsen_codes(entry.first_code, entry.first_shift, CODE_SHIFT)
+            accumulator.update_codes(first_class, coarse, valid=first_class != IGNORE_LABEL)
     if skipped:
         logger.info("%s: %d of %d images were already cached", cache_path, skipped, len(indices))
 
