@@ -99,7 +99,8 @@ def test_round_trip_and_names(tmp_path):
         for field in ("top_class", "first_code", "later_code"):
             assert np.array_equal(getattr(back, field), getattr(entry, field))
         first_class, first_code, shift = cache.read_first("aachen/aachen_000000_000019")
-        assert np.array_equal(first_class, entry.top_class[0]) and np.array_equal(first_code, entry.first_code)
+        assert np.array_equal(first_class, entry.top_class[0])
+        assert np.array_equal(first_code, entry.first_code)
         assert 0 < cache.entry_nbytes("aachen/aachen_000000_000019") < prob.nbytes
         with pytest.raises(CacheError, match="no entry"):
             cache.read("missing")
@@ -159,7 +160,8 @@ def test_cached_round_equals_the_exact_definition(kind, portion, with_prior):
     assert exact[16] == 1.0 and exact[17] == 1.0 and k[16] == 1.0 and k[17] == 1.0
     ranked = exact >= 1e-6
     assert np.all(np.abs(k[ranked] - exact[ranked]) <= 1e-3 * exact[ranked])
-    agree = np.mean(np.concatenate([(a == select_pseudo_labels(s, exact)).ravel() for a, s in zip(labels, scores)]))
+    same = [(a == select_pseudo_labels(s, exact)).ravel() for a, s in zip(labels, scores)]
+    agree = np.concatenate(same).mean()
     assert agree >= (0.9999 if with_prior else 0.9995), agree
     assert not np.isin(np.stack(labels[:3]), [16, 17]).any()
 

@@ -15,9 +15,9 @@ from mlsl_gluon.pseudo_labels import (
     select_from_top_classes,
     select_pseudo_labels,
 )
-from mlsl_gluon.pseudo_labels.grid import num_probability_codes
+from mlsl_gluon.pseudo_labels.grid import coarsen_codes, num_probability_codes
 from mlsl_gluon.pseudo_labels.selection import class_argmax, top_classes
-from mlsl_gluon.pseudo_labels.thresholds import released_sample_indices
+from mlsl_gluon.pseudo_labels.thresholds import CodeRefinement, released_sample_indices
 
 C = 19
 
@@ -61,7 +61,10 @@ def test_grid_rounds_down_and_is_relative():
     p = np.concatenate([rng.random(20000), 10 ** rng.uniform(-9, 0, 20000),
                         1 - 10 ** rng.uniform(-7.2, -0.4, 20000)]).astype(np.float32)
     p = np.concatenate([p, np.float32([0, 1, 0.5, 2 ** -32, 1e-40])])
-    for shift in (0, 2):
+    for fine, coarse in ((-2, 0), (-3, 2), (0, 2)):
+        assert np.array_equal(coarsen_codes(quantise_probability(p, fine), fine, coarse),
+                              quantise_probability(p, coarse))
+    for shift in (0, 2, -2):
         n = num_probability_codes(shift)
         points = dequantise_probability(np.arange(n), shift)
         assert np.all(np.diff(points) > 0) and points[0] == 0 and points[-1] == 1
@@ -231,6 +234,15 @@ def test_shard_merge_equals_one_pass(tmp_path, released):
             refinement.update(s)
         one_pass = class_balanced_thresholds(maps, portion, prior=prior, released_sampling=released)
         assert np.array_equal(refinement.thresholds(), one_pass)
+        # The round's refinement on 12-bit codes, over the shards' maps in any order.
+        fine = CodeRefinement(merged, portion, -2)
+        for s in scores[::-1]:
+            index, best = class_argmax(s)
+            fine.update_codes(index, quantise_probability(best, -2))
+        k = fine.thresholds()
+        ranked = one_pass < 1
+        assert np.all(np.abs(k[ranked] - one_pass[ranked]) < 2 ** -12 * one_pass[ranked])
+        assert np.array_equal(k[~ranked], one_pass[~ranked])
 
 
 def test_merge_and_load_refuse_mismatches(tmp_path):

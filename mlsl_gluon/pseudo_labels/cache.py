@@ -3,49 +3,54 @@
 CBST wrote one float32 C x H x W .npy per image (152 MiB at 1024x2048x19). Selection
 (argmax_c s_c / k_c where >= 1, :mod:`.selection`) only needs, per pixel, the classes that can
 win with their scores s_c (probabilities, multiplied by the spatial prior when one is used:
-the cache holds exactly what is ranked and selected). An entry keeps the T highest-scoring
-classes per pixel (default 3) at full resolution: class ids as uint8 and scores as codes of the
-16-bit relative grid of :mod:`.grid` (rounded down, bins < 2^-10 of the score wide).
+the cache holds exactly what is ranked and selected). An entry (:class:`CacheEntry`) keeps the
+T highest-scoring classes per pixel at full resolution (class ids as uint8, 255 = none):
 
-What is exact and what is not, given thresholds k on the grid (what a round computes from the
-cached top-class codes, :mod:`.thresholds`):
+- the first class's score s_1 as its code on the relative grid of :mod:`.grid`, rounded down:
+  12 mantissa bits with the prior (``PRIOR_FIRST_SHIFT``, bins < 2^-12 of s_1 wide), 10 without;
+- each later class's score as its ratio to the first's grid point, log2 rounded to the nearest
+  1/1024 (``RATIO_STEPS``): relative error <= 2^-11 (plus the first's grid error, < 2^-12 with
+  the prior, in the direction of a score rounded down).
 
-- every test s_c >= k_c of a kept class is the same as at full precision (k_c is a grid point);
-- the label equals the full-precision one at every pixel whose full-precision winner is among
-  the T kept classes, unless two kept ratios s_c / k_c are within the grid's 2^-10 of each other
-  (their order can flip). A class ranked below T can win only where s_c >= k_c and
-  s_c / k_c beats the T higher scores, i.e. where k_c is much smaller than their thresholds.
-  The spatial prior does that (it makes the thresholds of rare classes small), so with the
-  prior T = 3 (:func:`default_top_classes`): on random 19-class maps with a random prior and on
-  network maps, T = 2 loses visibly more than 1e-4 of the pixels, T = 3 stays within it
-  (tests/test_pseudo_cache.py, tools/bench_pseudo_labels.py). Without a prior thresholds are
-  all within [1/C, 1] and T = 2 (a third class wins only where k_3 is a few times smaller
-  than k_1 and k_2 while s_3 >= k_3).
+What is exact and what is approximate, with the thresholds a round computes from the cached
+first-class codes (:class:`.thresholds.CodeRefinement`: grid points of the first-class grid):
 
-Two rules drop a later class (class 255, code 0), which can only make it lose, and zeros
-compress better than its codes would:
+- every test s_1 >= k_c of a pixel's first class is the same as at full precision;
+- a test s_c >= k_c of a later class, and the order of two ratios s_a / k_a, s_b / k_b, can
+  differ from full precision only when they are within about 2^-11 (relative) of each other;
+- a class ranked below T can win only where s_c >= k_c and s_c / k_c beats the T higher
+  scores, i.e. where k_c is much smaller than their thresholds. The spatial prior does that
+  (it makes the thresholds of rare classes small), so with the prior T = 4
+  (:func:`default_top_classes`); without a prior thresholds are all within [1/C, 1] and T = 2.
+  tests/test_pseudo_cache.py bounds the agreement with the exact definition (exact sort, full
+  precision) on random and structured maps; tools/bench_pseudo_labels.py measures it on
+  network maps.
+
+Two rules drop a later class (class 255), which can only make it lose, and zeros compress
+better than its codes would:
 
 - ``floor``: without a prior every k_c is at least the grid point of 1/C, so a later class
   scoring below it can never pass s_c >= k_c (lossless).
-- ``spread`` R (used with the prior, R = ``LATER_CLASS_SPREAD``): drop a later class c with
-  s_c < s_1 / R, s_1 being the pixel's first score (of class a). It can win only if
+- ``spread`` R (with the prior R = ``LATER_CLASS_SPREAD``; without, 1 / floor): drop a later
+  class c with s_c < s_1 / R, s_1 being the pixel's first score (of class a). It can win only if
   s_c / k_c >= s_1 / k_a, i.e. s_c >= s_1 * k_c / k_a, so dropping it is lossless whenever the
   round's thresholds satisfy min_c k_c >= max_a k_a / R over the classes a that are the argmax
   somewhere (:func:`spread_is_lossless`; the round's second pass checks it and warns
-  otherwise). R trades exactness against size: a larger R keeps more later classes
-  (tools/bench_pseudo_labels.py prints entry sizes and the thresholds' range).
+  otherwise). R also bounds the ratio codes (log2 R octaves). A larger R keeps more later
+  classes and makes entries larger (tools/bench_pseudo_labels.py prints both).
 
-Codes of neighbouring pixels are close, so they are stored as 2-D differences
-(c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], zigzag-mapped to small unsigned numbers) with
-HDF5 byte shuffling and gzip (level 4) in 256 x 256 chunks; the most probable class's codes and
-the later ones are separate datasets. tools/bench_pseudo_labels.py measures entry sizes and
-agreement with full-precision selection.
+Codes of neighbouring pixels are close, so they are stored as residuals: third differences
+(the 2-D difference c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], differenced once more along
+x; zigzag-mapped to small unsigned numbers) with HDF5 byte shuffling and gzip (level 4) in
+256 x 256 chunks; first-class codes, later ratio codes (0 where dropped, and near 0 at the
+edge of the kept region, so that edge costs little) and classes are separate datasets.
 
-Entries are written data first, flushed, then marked with a ``complete`` attribute and a
-CRC-32 of their bytes; an entry without the mark (a killed writer) is treated as absent and
-rewritten, and an entry whose bytes do not match its CRC is refused. A file whose metadata
-(including the format version) differs from the current settings is refused (naming the file
-and the fields) unless ``regenerate=True``, which deletes and recreates it.
+Entries are written data first, flushed, then marked with a ``complete`` attribute and CRC-32s
+of their bytes (one of the first class alone, which the thresholds' sweep reads); an entry
+without the mark (a killed writer) is treated as absent and rewritten, and an entry whose bytes
+do not match its CRC is refused. A file whose metadata (including the format version) differs
+from the current settings is refused (naming the file and the fields) unless
+``regenerate=True``, which deletes and recreates it.
 """
 import logging
 import os
@@ -170,8 +175,8 @@ def _signed(dtype):
 
 def _to_residuals(code, order):
     """(T, H, W) codes -> zigzag-mapped residuals modulo 2^bits (exactly invertible): ``order``
-    2 = 2-D differences c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], 3 = one more difference
-    along x (a smooth field's 2-D differences vary slowly)."""
+    2 = 2-D differences, 3 = one more difference along x (a smooth field's 2-D differences vary
+    slowly)."""
     dtype = code.dtype
     bits = 8 * dtype.itemsize
     d = np.diff(code.astype(np.int64), axis=1, prepend=0)

@@ -6,7 +6,8 @@ with the spatial prior, the max of p_c(x) * prior_c(x). k_c = 1 when the class n
 its rank is 0 or the score at its rank is 0 (the rules of :mod:`.selection`).
 
 Memory stays flat in the number of images: each class keeps a histogram over the 16-bit grid of
-:mod:`.grid` (C * 63491 * 8 bytes). What is exact and what is approximate:
+:mod:`.grid` (C * 63491 * 8 bytes); the refinements keep one bin's worth per
+class. What is exact and what is approximate:
 
 - :meth:`ThresholdAccumulator.thresholds` returns one of the two grid points bracketing the
   bin that holds the rank: the one whose count of scores >= it is nearer floor(N_c * p) (the
@@ -14,8 +15,11 @@ Memory stays flat in the number of images: each class keeps a histogram over the
   (with ``shift`` s: 2^-(10-s)), and the count selected per class is off the rank by at most
   half the population of one bin; a score at the rank below 2^-32 is taken as 0 (k = 1).
   Because k_grid is a grid point, every decision s >= k_grid is the same on cached codes as on
-  the full-precision scores. This is what a round uses (its second pass reads the cache, whose
-  codes carry no finer information).
+  the full-precision scores.
+- :class:`CodeRefinement`, a second pass over finer grid codes (what a round uses: the cache's
+  first-class codes, 12 mantissa bits with the prior) that counts only inside the bin holding
+  each class's rank, applies the same rule on the finer grid: |k - k_exact| < 2^-12 * k_exact
+  with the prior (2^-(10 - fine_shift) in general), decisions s >= k again exact on those codes.
 - :class:`ThresholdRefinement`, a second pass over the same full-precision maps that keeps only
   the scores of the one bin holding each class's rank, makes k_c exact (the float32 score at
   the rank). :func:`class_balanced_thresholds` does both passes by default.
