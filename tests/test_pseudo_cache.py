@@ -144,8 +144,8 @@ def test_cached_round_equals_the_exact_definition(kind, portion, with_prior):
     rng_prior = np.random.default_rng(7)
     prior = (0.9 * rng_prior.dirichlet(np.full(C, 0.3), size=(8, 16)) + 0.1 / C).transpose(2, 0, 1)
     if kind == "random":
-        maps = [np.random.default_rng(s).dirichlet(np.full(C, 0.3), size=(64, 128)).transpose(2, 0, 1)
-                .astype(np.float32) for s in range(4)]
+        maps = [np.random.default_rng(s).dirichlet(np.full(C, 0.3), size=shape).transpose(2, 0, 1)
+                .astype(np.float32) for s, shape in enumerate([(64, 128)] * 3 + [(256, 512)])]
     else:
         maps = [structured_scores((64, 128), s) for s in range(3)] + [structured_scores((256, 512), 9)]
     maps = with_rare_classes(maps)

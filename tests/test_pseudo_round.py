@@ -142,15 +142,23 @@ def test_resume_after_a_kill_skips_finished_images(net, tmp_path, monkeypatch):
     assert all(np.array_equal(a[n], b[n]) for n in data.names)
 
 
-def test_shards_combine_to_one_pass(net, tmp_path):
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_shards_combine_to_one_pass(net, tmp_path, with_prior):
     data = TinyTarget()
-    single = run_pseudo_label_round(net, data, folder(tmp_path / "single"), **ROUND)
+    setup = ROUND
+    if with_prior:
+        # The prior's finer first-class grid: thresholds refined by a sweep over both shards' caches.
+        prior = np.random.default_rng(0).dirichlet(np.ones(4), size=(3, 5)).transpose(2, 0, 1)
+        setup = dict(ROUND, settings=dataclasses.replace(SETTINGS, spatial_prior=True),
+                     source_stats={"class_mean_sizes": SIZES, "spatial_prior": prior.astype(np.float32)})
+    single = run_pseudo_label_round(net, data, folder(tmp_path / "single"), **setup)
+    assert single["settings"]["first_code_shift"] == (-2 if with_prior else 0)
     out = tmp_path / "sharded"
-    first = run_pseudo_label_round(net, data, folder(out, (0, 2)), **ROUND)
+    first = run_pseudo_label_round(net, data, folder(out, (0, 2)), **setup)
     assert first["images"] == 3 and not (out / "stats.json").exists()
     with pytest.raises(FileNotFoundError, match="1 of 2 shards"):
         combine_pseudo_label_round(folder(out), portion=0.3, num_shards=2)
-    run_pseudo_label_round(net, data, folder(out, (1, 2)), **ROUND)
+    run_pseudo_label_round(net, data, folder(out, (1, 2)), **setup)
     combined = combine_pseudo_label_round(folder(out), portion=0.3, num_shards=2,
                                           class_mean_sizes=SIZES, eta=SETTINGS.eta)
     assert combined["thresholds"] == single["thresholds"]
