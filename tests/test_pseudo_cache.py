@@ -20,6 +20,8 @@ from mlsl_gluon.pseudo_labels.cache import (
     DEFAULT_TOP_CLASSES,
     FORMAT_VERSION,
     LATER_CLASS_SPREAD,
+    PLAIN_FIRST_SHIFT,
+    PLAIN_RATIO_STEPS,
     PRIOR_FIRST_SHIFT,
     spread_is_lossless,
 )
@@ -106,11 +108,11 @@ def test_round_trip_and_names(tmp_path):
             cache.read("missing")
 
 
-def cached_round(scores, top, portion, first_shift=0, floor=0.0, spread=LATER_CLASS_SPREAD):
+def cached_round(scores, top, portion, first_shift=0, floor=0.0, spread=LATER_CLASS_SPREAD, ratio_steps=1024):
     """What a round does: encode, coarse histograms of the first-class codes, the refinement
     sweep over them, selection from the entries."""
-    entries = [encode_top_classes(s, top=top, first_shift=first_shift, floor=floor, spread=spread)
-               for s in scores]
+    entries = [encode_top_classes(s, top=top, first_shift=first_shift, floor=floor, spread=spread,
+                                  ratio_steps=ratio_steps) for s in scores]
     acc = ThresholdAccumulator(scores[0].shape[0])
     for e in entries:
         acc.update_codes(e.top_class[0], coarsen_codes(e.first_code, first_shift, 0))
@@ -139,8 +141,8 @@ def with_rare_classes(maps):
 def test_cached_round_equals_the_exact_definition(kind, portion, with_prior):
     """Thresholds within 1e-3 relative of an exact sort; labels equal to full-precision selection
     under the exact thresholds on >= 99.99 % of pixels with the prior (the round's cache settings).
-    Without the prior the first-class grid stays at 10 bits (the size budget), which the bound
-    below reflects."""
+    Without the prior the size budget allows 11 bits for the first class and 2^-10 ratios,
+    which the bound below reflects."""
     rng_prior = np.random.default_rng(7)
     prior = (0.9 * rng_prior.dirichlet(np.full(C, 0.3), size=(8, 16)) + 0.1 / C).transpose(2, 0, 1)
     if kind == "random":
@@ -154,7 +156,8 @@ def test_cached_round_equals_the_exact_definition(kind, portion, with_prior):
         settings = dict(top=DEFAULT_TOP_CLASSES, first_shift=PRIOR_FIRST_SHIFT)
     else:
         floor = float(dequantise_probability(quantise_probability(1.0 / C)))
-        settings = dict(top=2, floor=floor, spread=1.0 / floor)
+        settings = dict(top=2, floor=floor, spread=1.0 / floor, first_shift=PLAIN_FIRST_SHIFT,
+                        ratio_steps=PLAIN_RATIO_STEPS)
     k, labels = cached_round(scores, portion=portion, **settings)
     exact = exact_thresholds(scores, portion)
     assert exact[16] == 1.0 and exact[17] == 1.0 and k[16] == 1.0 and k[17] == 1.0

@@ -256,12 +256,11 @@ def cache_figures(probs, names, variants):
         exact = exact_thresholds([p for p, _ in probs], portion)
         references[portion] = exact, [select_pseudo_labels(p, exact) for p, _ in probs]
     figures = {}
-    for title, (top, shift, floor) in variants.items():
+    for title, settings in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
             cache = ProbabilityCache(os.path.join(tmp, "c.h5"), {"bench": 1})
             for name, (prob, covered) in zip(names, probs):
-                cache.write(name, encode_top_classes(prob, top, valid=covered, first_shift=shift, floor=floor,
-                                                     spread=1.0 / floor if floor else 2.0))
+                cache.write(name, encode_top_classes(prob, valid=covered, **settings))
             sizes = [int(cache.entry_nbytes(n)) for n in names]
             entries = [cache.read(n)[0] for n in names]
             cache.close()
@@ -312,6 +311,7 @@ def main():
         sample_patch_corners,
         sisc_inference,
     )
+    from mlsl_gluon.pseudo_labels.cache import PLAIN_FIRST_SHIFT, PLAIN_RATIO_STEPS
     from mlsl_gluon.pseudo_labels.round import RoundFolder
 
     ctx = mx.cpu()
@@ -336,9 +336,11 @@ def main():
     # 1. Cache size and agreement with full-precision labels (exact sort-based thresholds on the
     # float32 SISC maps): the round's default cache settings and two variants.
     floor = float(dequantise_probability(quantise_probability(1.0 / CLASSES)))
-    variants = {"default without a prior (top 2 classes, 10-bit relative grid)": (2, 0, floor),
-                "top 3 classes": (3, 0, floor),
-                "compact (top 1 class, grid shift 2)": (1, 2, 0.0)}
+    plain = dict(first_shift=PLAIN_FIRST_SHIFT, floor=floor, spread=1.0 / floor,
+                 ratio_steps=PLAIN_RATIO_STEPS)  # the round's settings without a prior
+    variants = {"default without a prior (top 2 classes, 11-bit first-class grid)": dict(plain, top=2),
+                "top 3 classes": dict(plain, top=3),
+                "compact (top 1 class, grid shift 2)": dict(top=1, first_shift=2, spread=2.0)}
     headline = next(iter(variants))
     figures = {}
     for kind in (args.network, "random" if args.network == "trained" else "trained"):

@@ -7,10 +7,16 @@ the cache holds exactly what is ranked and selected). An entry (:class:`CacheEnt
 T highest-scoring classes per pixel at full resolution (class ids as uint8, 255 = none):
 
 - the first class's score s_1 as its code on the relative grid of :mod:`.grid`, rounded down:
-  12 mantissa bits with the prior (``PRIOR_FIRST_SHIFT``, bins < 2^-12 of s_1 wide), 10 without;
+  12 mantissa bits with the prior (``PRIOR_FIRST_SHIFT``, bins < 2^-12 of s_1 wide), 11
+  without (``PLAIN_FIRST_SHIFT``);
 - each later class's score as its ratio to the first's grid point, log2 rounded to the nearest
-  1/1024 (``RATIO_STEPS``): relative error <= 2^-11 (plus the first's grid error, < 2^-12 with
-  the prior, in the direction of a score rounded down).
+  1/1024 with the prior (``RATIO_STEPS``: relative error <= 2^-11), 1/512 without
+  (``PLAIN_RATIO_STEPS``: <= 2^-10), on top of the first's grid error (< 2^-12 with the prior,
+  < 2^-11 without, in the direction of a score rounded down).
+
+Without a prior the first class's bits buy more agreement per byte than the later ones' (the
+thresholds are ranks among first scores): both splits fit the 2 MiB budget per
+1024x2048x19 image, measured by tools/bench_pseudo_labels.py.
 
 What is exact and what is approximate, with the thresholds a round computes from the cached
 first-class codes (:class:`.thresholds.CodeRefinement`: grid points of the first-class grid):
@@ -69,7 +75,8 @@ FORMAT_VERSION = 4  # 4: finer first-class grid, later classes as ratios (3: 16-
 DEFAULT_TOP_CLASSES = 4  # with the spatial prior; 2 without (module docstring)
 PRIOR_FIRST_SHIFT = -2  # first-class grid with the prior: 12 mantissa bits (module docstring)
 LATER_CLASS_SPREAD = 16.0  # R of the round's dropping rule with the prior (module docstring)
-RATIO_STEPS = 1024  # later-class ratio steps per octave (2^-11 relative error, rounded to nearest)
+RATIO_STEPS = 1024  # later-class ratio steps per octave with the prior (2^-11 relative, rounded)
+PLAIN_FIRST_SHIFT, PLAIN_RATIO_STEPS = -1, 512  # without a prior (module docstring)
 GZIP_LEVEL = 4  # of the code residuals; the class ids compress far better at 6 for little time
 CLASS_GZIP_LEVEL = 6
 
@@ -84,8 +91,8 @@ class CacheEntry:
 
     ``top_class`` (T, H, W) uint8, highest score first, 255 = no class; ``first_code`` (H, W)
     codes of the first class's score on the grid ``first_shift``; ``later_code`` (T - 1, H, W)
-    uint16 ratio codes v of the later classes: s_c = s_1 * 2^-((L - v) / RATIO_STEPS), s_1 the
-    first class's grid point and L = round(log2(spread) * RATIO_STEPS).
+    uint16 ratio codes v of the later classes: s_c = s_1 * 2^-((L - v) / ratio_steps), s_1 the
+    first class's grid point and L = round(log2(spread) * ratio_steps).
     """
 
     top_class: np.ndarray
@@ -93,23 +100,24 @@ class CacheEntry:
     later_code: np.ndarray
     first_shift: int
     spread: float
+    ratio_steps: int = RATIO_STEPS
 
     def scores(self):
         """(T, H, W) float64 scores of the kept classes (0 where the class is 255)."""
         first = dequantise_probability(self.first_code, self.first_shift)
-        steps = _ratio_range(self.spread) - self.later_code.astype(np.float64)
-        later = first[None] * np.exp2(-steps / RATIO_STEPS)
+        steps = _ratio_range(self.spread, self.ratio_steps) - self.later_code.astype(np.float64)
+        later = first[None] * np.exp2(-steps / self.ratio_steps)
         out = np.concatenate([first[None], later])
         out[self.top_class == IGNORE_LABEL] = 0.0
         return out
 
 
-def _ratio_range(spread):
-    return int(round(np.log2(spread) * RATIO_STEPS))
+def _ratio_range(spread, ratio_steps):
+    return int(round(np.log2(spread) * ratio_steps))
 
 
 def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, first_shift=0, floor=0.0,
-                       spread=LATER_CLASS_SPREAD):
+                       spread=LATER_CLASS_SPREAD, ratio_steps=RATIO_STEPS):
     """Keep the ``top`` highest-scoring classes per pixel: the first with its grid code, the later
     ones as ratios to it (module docstring).
 
@@ -128,6 +136,8 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, first_shi
     spread : float
         R: classes after the first whose score is below (first score) / R are dropped too;
         lossless while max_a k_a / min_c k_c <= R (module docstring).
+    ratio_steps : int
+        Steps per octave of the later classes' ratio codes (relative error <= 2^-1 / steps).
 
     Returns
     -------
@@ -146,9 +156,9 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, first_shi
     dropped |= first[None] <= 0
     with np.errstate(divide="ignore", invalid="ignore"):
         steps = np.log2(first[None] / later)
-    steps *= RATIO_STEPS
+    steps *= ratio_steps
     # A later score can exceed the first's grid point (rounded down) by < one grid step: ratio 1.
-    limit = _ratio_range(spread)
+    limit = _ratio_range(spread, ratio_steps)
     np.clip(np.rint(steps, out=steps), 0, limit, out=steps)
     steps[dropped] = limit
     later_code = (limit - steps).astype(np.uint16)
@@ -157,7 +167,7 @@ def encode_top_classes(score_map, top=DEFAULT_TOP_CLASSES, valid=None, first_shi
         top_class[:, ~valid] = IGNORE_LABEL
         first_code[~valid] = 0
         later_code[:, ~valid] = 0
-    return CacheEntry(top_class, first_code, later_code, int(first_shift), float(spread))
+    return CacheEntry(top_class, first_code, later_code, int(first_shift), float(spread), int(ratio_steps))
 
 
 def default_top_classes(with_prior):
@@ -346,6 +356,7 @@ class ProbabilityCache:
         group.attrs["uncovered"] = int(uncovered)
         group.attrs["first_shift"] = int(entry.first_shift)
         group.attrs["spread"] = float(entry.spread)
+        group.attrs["ratio_steps"] = int(entry.ratio_steps)
         group.attrs["crc32_first"] = _crc(top_class[0], first_code)
         group.attrs["crc32"] = _crc(top_class, first_code, later_code)
         self._file.flush()
@@ -408,7 +419,7 @@ class ProbabilityCache:
         if _crc(top_class, first_code, later) != int(group.attrs["crc32"]):
             raise CacheError(f"{self.path}: entry {name!r} is corrupted (CRC mismatch)")
         entry = CacheEntry(top_class, first_code, later, int(group.attrs["first_shift"]),
-                           float(group.attrs["spread"]))
+                           float(group.attrs["spread"]), int(group.attrs["ratio_steps"]))
         return entry, int(group.attrs.get("uncovered", 0))
 
     def entry_nbytes(self, name):

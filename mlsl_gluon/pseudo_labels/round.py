@@ -28,7 +28,10 @@ from ..data.classes import class_names, palette
 from ..io import atomic_write_bytes, atomic_write_json
 from .cache import (
     LATER_CLASS_SPREAD,
+    PLAIN_FIRST_SHIFT,
+    PLAIN_RATIO_STEPS,
     PRIOR_FIRST_SHIFT,
+    RATIO_STEPS,
     CacheError,
     ProbabilityCache,
     default_top_classes,
@@ -118,7 +121,8 @@ def round_settings(settings, *, round_idx, num_classes, prior, checkpoint_digest
         "resolution": "native" if longer_side is None else f"longer_side={int(longer_side)}",
         "num_classes": int(num_classes), "prior_digest": prior_digest,
         "top_classes": default_top_classes(prior is not None), "code_shift": CODE_SHIFT,
-        "first_code_shift": PRIOR_FIRST_SHIFT if prior is not None else CODE_SHIFT,
+        "first_code_shift": PRIOR_FIRST_SHIFT if prior is not None else PLAIN_FIRST_SHIFT,
+        "later_ratio_steps": RATIO_STEPS if prior is not None else PLAIN_RATIO_STEPS,
         # Lossless only without a prior: then every k_c >= the grid point of 1/C.
         "second_class_floor": 0.0 if prior is not None else floor,
         # Without a prior the floor already bounds later scores' ratios to the first by 1 / floor.
@@ -243,7 +247,8 @@ def run_pseudo_label_round(net, dataset, folder, *, portion, ctx, settings, sour
                 entry = encode_top_classes(
                     prob, cache_settings["top_classes"], valid=covered,
                     first_shift=cache_settings["first_code_shift"],
-                    floor=cache_settings["second_class_floor"], spread=cache_settings["later_class_spread"])
+                    floor=cache_settings["second_class_floor"], spread=cache_settings["later_class_spread"],
+                    ratio_steps=cache_settings["later_ratio_steps"])
                 cache.write(name, entry, uncovered=int((~covered).sum()))
             # Thresholds always come from the cached (quantised) values, so a resumed pass
             # gives exactly the thresholds of an uninterrupted one.
