@@ -152,7 +152,7 @@ def test_shards_combine_to_one_pass(net, tmp_path, with_prior):
         setup = dict(ROUND, settings=dataclasses.replace(SETTINGS, spatial_prior=True),
                      source_stats={"class_mean_sizes": SIZES, "spatial_prior": prior.astype(np.float32)})
     single = run_pseudo_label_round(net, data, folder(tmp_path / "single"), **setup)
-    assert single["settings"]["first_code_shift"] == (-2 if with_prior else 0)
+    assert single["settings"]["first_code_shift"] == (-2 if with_prior else -1)
     out = tmp_path / "sharded"
     first = run_pseudo_label_round(net, data, folder(out, (0, 2)), **setup)
     assert first["images"] == 3 and not (out / "stats.json").exists()
