@@ -23,7 +23,8 @@ first-class codes (:class:`.thresholds.CodeRefinement`: grid points of the first
 
 - every test s_1 >= k_c of a pixel's first class is the same as at full precision;
 - a test s_c >= k_c of a later class, and the order of two ratios s_a / k_a, s_b / k_b, can
-  differ from full precision only when they are within about 2^-11 (relative) of each other;
+  differ from full precision only when the two sides are within the later classes' error of
+  each other (relative: 2^-11 + 2^-12 with the prior, 2^-10 + 2^-11 without);
 - a class ranked below T can win only where s_c >= k_c and s_c / k_c beats the T higher
   scores, i.e. where k_c is much smaller than their thresholds. The spatial prior does that
   (it makes the thresholds of rare classes small), so with the prior T = 4
@@ -47,9 +48,10 @@ better than its codes would:
 
 Codes of neighbouring pixels are close, so they are stored as residuals: third differences
 (the 2-D difference c[y, x] - c[y, x-1] - c[y-1, x] + c[y-1, x-1], differenced once more along
-x; zigzag-mapped to small unsigned numbers) with HDF5 byte shuffling and gzip (level 4; class ids level 6) in
-256 x 256 chunks; first-class codes, later ratio codes (0 where dropped, and near 0 at the
-edge of the kept region, so that edge costs little) and classes are separate datasets.
+x; zigzag-mapped to small unsigned numbers) with HDF5 byte shuffling and gzip (level 4; class
+ids level 6) in 256 x 256 chunks; first-class codes, later ratio codes (0 where dropped, and
+near 0 at the edge of the kept region, so that edge costs little) and classes are separate
+datasets.
 
 Entries are written data first, flushed, then marked with a ``complete`` attribute and CRC-32s
 of their bytes (one of the first class alone, which the thresholds' sweep reads); an entry

@@ -1,4 +1,4 @@
-"""The 16-bit probability grid shared by the threshold histograms and the HDF5 cache.
+"""The relative probability grids shared by the threshold histograms and the HDF5 cache.
 
 Selection compares scores s (probabilities, or probabilities times the spatial prior) with
 thresholds k_c and with each other as ratios s_c / k_c, so what must be resolved is s relative
@@ -16,17 +16,16 @@ therefore relative at both ends:
 down); codes increase with s. For every grid point k and every s, s >= k exactly when
 code(s) >= code(k): a threshold on the grid makes the same decisions on codes as on the
 full-precision scores. A bin (all s of one code) spans less than 2^-M of its values in
-relative terms: 2^-10 = 9.8e-4 with ``shift`` 0, 2^-12 with ``shift`` -2. Scores below 2^-32
-share code 0 with 0. Grids are nested: every point of a coarser grid is a point of each finer
-one, so :func:`coarsen_codes` maps fine codes to coarse ones exactly.
+relative terms: 2^-10 = 9.8e-4 with ``shift`` 0 (codes fit uint16), 2^-12 with ``shift`` -2
+(uint32). Scores below 2^-32 share code 0 with 0. Grids are nested: every point of a coarser
+grid is a point of each finer one, so :func:`coarsen_codes` maps fine codes to coarse ones
+exactly.
 """
 import numpy as np
 
 _MANTISSA_BITS = 23  # of float32
 _MIN_EXPONENT = 127 - 32  # biased float32 exponent of 2^-32, the smallest nonzero grid point
 _LOW_POINTS = 31  # exponents of [2^-32, 1/2): 2^-32 .. 2^-2
-
-
 MIN_SHIFT = -3  # the finest grid: 13 mantissa bits
 
 

@@ -5,9 +5,9 @@ WHOLE target set whose argmax is c (SPEC section 3), the score being the max pro
 with the spatial prior, the max of p_c(x) * prior_c(x). k_c = 1 when the class never occurs,
 its rank is 0 or the score at its rank is 0 (the rules of :mod:`.selection`).
 
-Memory stays flat in the number of images: each class keeps a histogram over the 16-bit grid of
-:mod:`.grid` (C * 63491 * 8 bytes); the refinements keep one bin's worth per
-class. What is exact and what is approximate:
+Memory stays flat in the number of images: each class keeps a histogram over the 10-bit grid of
+:mod:`.grid` (C * 63491 * 8 bytes); the refinements keep one bin's worth per class. What is
+exact and what is approximate:
 
 - :meth:`ThresholdAccumulator.thresholds` returns one of the two grid points bracketing the
   bin that holds the rank: the one whose count of scores >= it is nearer floor(N_c * p) (the
@@ -17,9 +17,10 @@ class. What is exact and what is approximate:
   Because k_grid is a grid point, every decision s >= k_grid is the same on cached codes as on
   the full-precision scores.
 - :class:`CodeRefinement`, a second pass over finer grid codes (what a round uses: the cache's
-  first-class codes, 12 mantissa bits with the prior) that counts only inside the bin holding
-  each class's rank, applies the same rule on the finer grid: |k - k_exact| < 2^-12 * k_exact
-  with the prior (2^-(10 - fine_shift) in general), decisions s >= k again exact on those codes.
+  first-class codes, 12 mantissa bits with the prior, 11 without) that counts only inside the
+  bin holding each class's rank, applies the same rule on the finer grid: |k - k_exact| <
+  2^-12 * k_exact with the prior, 2^-11 without (2^-(10 - fine_shift) in general), and every
+  decision s >= k is again the same on those codes as at full precision.
 - :class:`ThresholdRefinement`, a second pass over the same full-precision maps that keeps only
   the scores of the one bin holding each class's rank, makes k_c exact (the float32 score at
   the rank). :func:`class_balanced_thresholds` does both passes by default.
