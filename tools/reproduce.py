@@ -128,7 +128,7 @@ class RowRunner:
         if (folder / "DONE").is_file():
             logger.info("%s finished already: reused", folder)
             return folder
-        logs = folder.parent / "cluster_logs" / folder.name / socket.gethostname()
+        logs = folder.parent / "cluster_logs" / folder.name / f"{socket.gethostname()}-{os.getpid()}"
         logs.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()"] + list(args)
         argv += ["--kvstore", cluster.kvstore] + ([] if "--no-progress" in args else ["--no-progress"])
