@@ -112,7 +112,8 @@ def bench_pseudo_pass(runs, tmp):
             outputs[workers] = labels_of(out / "round_00" / "pseudo")
             stats = json.loads((out / "round_00" / "pseudo" / "stats.json").read_text())
             print(f"step 1, {workers} worker(s), run {run + 1}/{runs}: {seconds[workers][-1]:.2f} s "
-                  f"(CPU of the busiest worker {cpu[workers][-1]:.2f} s; pass 1 per shard "
+                  f"(CPU of the busiest worker {cpu[workers][-1]:.2f} s, "
+                  f"{cpu[workers][-1] / seconds[workers][-1]:.2f} of a core; pass 1 per shard "
                   f"{stats['pass1_seconds']} s, pass 2 on rank 0 {stats['pass2_seconds']} s; load average "
                   f"{loads[workers][-1]} at its start)", flush=True)
     identical = outputs[1] == outputs[2]
@@ -126,6 +127,9 @@ def bench_pseudo_pass(runs, tmp):
           f"{median(seconds[1]):.2f} s, 2 workers {median(seconds[2]):.2f} s, ratio {ratio:.3f} "
           f"(goal <= 0.6); "
           f"pseudo-labels and weak labels identical: {identical}", flush=True)
+    share = min(c / w for c, w in zip(cpu[2], seconds[2]))
+    print(f"least CPU per wall second of a 2-worker run's busiest worker: {share:.2f} (below about 0.9 "
+          f"another process took cores from the workers: rerun on a quieter machine)", flush=True)
     cpu_ratio = median(cpu[2]) / median(cpu[1])
     print(f"CPU seconds of step 1 on the busiest worker, 2 workers / 1 worker: {cpu_ratio:.3f} (the "
           f"share of the work each worker does; the wall-time ratio approaches it on idle cores)", flush=True)
@@ -134,6 +138,7 @@ def bench_pseudo_pass(runs, tmp):
             "pseudo_pass_s": {str(w): round(median(v), 3) for w, v in seconds.items()},
             "pseudo_pass_runs_s": {str(w): [round(x, 3) for x in v] for w, v in seconds.items()},
             "pseudo_pass_load_1min": {str(w): v for w, v in loads.items()},
+            "pseudo_pass_min_core_share_2_workers": round(share, 3),
             "pseudo_labels_identical": identical}
 
 
