@@ -121,7 +121,7 @@ class RowRunner:
             # In-process: one interpreter (and one MXNet start-up) for the whole table.
             cli_main(args, standalone_mode=False)
             return folder
-        from mlsl_gluon.training.cluster import run_cluster_part
+        from mlsl_gluon.training.cluster import ClusterAddress, run_cluster_part
 
         cluster, port = self.cluster, self.cluster.port + self.rows
         self.rows += 1
@@ -133,7 +133,7 @@ class RowRunner:
         argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()"] + list(args)
         argv += ["--kvstore", cluster.kvstore] + ([] if "--no-progress" in args else ["--no-progress"])
         self.started.append(folder)
-        run_cluster_part(argv, root_uri=cluster.scheduler, root_port=port, num_workers=cluster.num_workers,
+        run_cluster_part(argv, ClusterAddress(cluster.scheduler, port, cluster.num_workers),
                          local_workers=cluster.local_workers, serve=cluster.serve,
                          node_host=cluster.node_host, log_dir=str(logs))
         if not (folder / "DONE").is_file():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,30 @@ def dist_environment(role, *, root_uri, root_port, num_workers, num_servers=1, n
     return env
 
 
-def run_cluster_part(worker_argv, *, root_uri, root_port, num_workers, local_workers=1, serve=False,
-                     num_servers=1, node_host=None, timeout=None, env=None, cwd=None, log_dir=None):
+@dataclass(frozen=True)
+class ClusterAddress:
+    """The scheduler every process of one cluster reports to, and the cluster's size.
+
+    Attributes
+    ----------
+    root_uri : str
+        The scheduler's address, as every host reaches it.
+    root_port : int
+        The scheduler's port.
+    num_workers : int
+        Workers of the whole cluster (all hosts).
+    num_servers : int
+        Servers of the cluster.
+    """
+
+    root_uri: str
+    root_port: int
+    num_workers: int
+    num_servers: int = 1
+
+
+def run_cluster_part(worker_argv, address, *, local_workers=1, serve=False, node_host=None, timeout=None,
+                     env=None, cwd=None, log_dir=None):
     """Run this host's processes of one ``dist_sync`` cluster until they have all exited.
 
     Every process is a subprocess; all of them are killed when this function returns or
@@ -74,18 +97,12 @@ def run_cluster_part(worker_argv, *, root_uri, root_port, num_workers, local_wor
     ----------
     worker_argv : sequence of str
         Command every worker runs (the same for all; ranks come from the kvstore).
-    root_uri : str
-        The scheduler's address, as every host reaches it.
-    root_port : int
-        The scheduler's port.
-    num_workers : int
-        Workers of the whole cluster (all hosts).
+    address : ClusterAddress
+        The cluster's scheduler and size.
     local_workers : int
         Workers started here.
     serve : bool
         Also start the scheduler and the servers here (exactly one host of the cluster does).
-    num_servers : int
-        Servers of the cluster.
     node_host : str or None
         This host's address as the other hosts reach it (``DMLC_NODE_HOST``); None lets
         ps-lite pick an interface.
@@ -118,8 +135,9 @@ def run_cluster_part(worker_argv, *, root_uri, root_port, num_workers, local_wor
 
     def role_env(role):
         out = dict(base)
-        out.update(dist_environment(role, root_uri=root_uri, root_port=root_port, num_workers=num_workers,
-                                    num_servers=num_servers, node_host=node_host))
+        out.update(dist_environment(role, root_uri=address.root_uri, root_port=address.root_port,
+                                    num_workers=address.num_workers, num_servers=address.num_servers,
+                                    node_host=node_host))
         return out
 
     procs = []
@@ -131,13 +149,13 @@ def run_cluster_part(worker_argv, *, root_uri, root_port, num_workers, local_wor
     try:
         if serve:
             launch("scheduler", SERVER_COMMAND, "scheduler")
-            for i in range(num_servers):
+            for i in range(address.num_servers):
                 launch(f"server{i}", SERVER_COMMAND, "server")
         for i in range(local_workers):
             launch(f"worker{i}", worker_argv, "worker")
         logger.info("dist_sync cluster %s:%d (%d worker(s) in all): %s started here, logs in %s",
-                    root_uri, root_port, num_workers,
-                    f"scheduler, {num_servers} server(s) and {local_workers} worker(s)" if serve
+                    address.root_uri, address.root_port, address.num_workers,
+                    f"scheduler, {address.num_servers} server(s) and {local_workers} worker(s)" if serve
                     else f"{local_workers} worker(s)", log_dir)
         _wait_all(procs, None if timeout is None else time.monotonic() + timeout)
         return [_tail(log, limit=1 << 20) for name, log, _ in procs if name.startswith("worker")]
@@ -158,9 +176,9 @@ def run_local_cluster(worker_argv, num_workers, *, num_servers=1, timeout=120.0,
 
     Parameters and result as :func:`run_cluster_part` (``num_workers`` workers, all local).
     """
-    return run_cluster_part(worker_argv, root_uri=LOOPBACK, root_port=free_port(), num_workers=num_workers,
-                            local_workers=num_workers, serve=True, num_servers=num_servers,
-                            node_host=LOOPBACK, timeout=timeout, env=env, cwd=cwd, log_dir=log_dir)
+    address = ClusterAddress(LOOPBACK, free_port(), num_workers, num_servers)
+    return run_cluster_part(worker_argv, address, local_workers=num_workers, serve=True, node_host=LOOPBACK,
+                            timeout=timeout, env=env, cwd=cwd, log_dir=log_dir)
 
 
 def _start(argv, env, log_path, cwd):
