@@ -69,6 +69,8 @@ PROFILE_TITLES = {"released": "the authors' released code", "paper": "the paper 
 logger = logging.getLogger("reproduce")
 #: Seconds a host that does not serve waits for the serving host's smoke inputs.
 SMOKE_INPUT_TIMEOUT = 600.0
+#: Seconds a row's DONE, written by rank 0 on any host, may take to become visible here.
+DONE_VISIBILITY_TIMEOUT = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +138,14 @@ class RowRunner:
         run_cluster_part(argv, ClusterAddress(cluster.scheduler, port, cluster.num_workers),
                          local_workers=cluster.local_workers, serve=cluster.serve,
                          node_host=cluster.node_host, log_dir=str(logs))
-        if not (folder / "DONE").is_file():
-            raise RuntimeError(f"the dist_sync workers of {folder} exited without its DONE file; see {logs}")
+        # Rank 0 wrote DONE before any worker exited (they leave together), maybe on another host:
+        # a network file system may show it here a little later.
+        deadline = time.monotonic() + DONE_VISIBILITY_TIMEOUT
+        while not (folder / "DONE").is_file():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the dist_sync workers of {folder} exited, but its DONE file is not "
+                                   f"there after {DONE_VISIBILITY_TIMEOUT:.0f} s; see {logs}")
+            time.sleep(1.0)
         return folder
 
 
