@@ -40,10 +40,17 @@ clean:
 # PROFILE=released (default: the authors' code, which made the paper's numbers) or paper (the
 # paper text; Table 1 then also runs Table 4's lambda_cls rows) into REPRO_OUT/paper/; SMOKE=1
 # without PROFILE runs both (the paper profile on its source-only and SISC+PWL rows).
+# Several hosts (README, "Several GPUs and several hosts"): the same command on every host with
+#   KVSTORE=dist_sync DIST_SCHEDULER=<scheduler IP>:<first row's port> DIST_WORKERS=<workers in all>
+#   DIST_HOST=<this host's IP> [DIST_LOCAL_WORKERS=<workers on this host, default 1>]
+# and DIST_SERVE=1 on the one host that runs every row's scheduler and server.
 .PHONY: reproduce-table1 reproduce-table2
 REPRO_OUT ?= runs/$(subst reproduce-,,$@)$(if $(SMOKE),-smoke,)
+REPRO_DIST = $(strip $(if $(KVSTORE),--kvstore $(KVSTORE)) $(if $(DIST_SCHEDULER),--scheduler $(DIST_SCHEDULER)) \
+	$(if $(DIST_WORKERS),--workers $(DIST_WORKERS)) $(if $(DIST_LOCAL_WORKERS),--local-workers $(DIST_LOCAL_WORKERS)) \
+	$(if $(DIST_HOST),--node-host $(DIST_HOST)) $(if $(DIST_SERVE),--serve))
 reproduce-table1 reproduce-table2: $(STAMP)
 	@$(if $(SMOKE),,$(if $(and $(DATA_ROOT),$(WEIGHTS_DIR)),,$(error set DATA_ROOT=<folder with GTA5/ SYNTHIA/ Cityscapes/> and WEIGHTS_DIR=<folder with the CBST source models>, or SMOKE=1)))
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/reproduce.py $(subst reproduce-,,$@) --out $(REPRO_OUT) \
 		--profile $(or $(PROFILE),$(if $(SMOKE),both,released)) \
-		$(if $(SMOKE),--smoke,--data-root "$(DATA_ROOT)" --weights-dir "$(WEIGHTS_DIR)" --ctx $(or $(CTX),cpu))
+		$(if $(SMOKE),--smoke,--data-root "$(DATA_ROOT)" --weights-dir "$(WEIGHTS_DIR)" --ctx $(or $(CTX),cpu)) $(REPRO_DIST)

@@ -12,7 +12,8 @@ import pytest
 from mxnet.gluon import nn
 
 from mlsl_gluon.training import build_trainer, distributed
-from mlsl_gluon.training.distributed import dist_environment, free_port, run_local_cluster, shard_indices
+from mlsl_gluon.training.cluster import dist_environment, free_port, run_local_cluster
+from mlsl_gluon.training.distributed import shard_indices
 
 WORKER_SCRIPT = textwrap.dedent('''
     """Train a small dropout-free net a few steps; 'dist' = one dist_sync worker, 'single' = reference."""

@@ -84,6 +84,18 @@ def test_make_targets_call_the_driver():
     assert '--data-root "/d" --weights-dir "/w"' in full.stdout and "--profile released" in full.stdout
     missing = subprocess.run(["make", "-n", "reproduce-table1"], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode != 0 and "DATA_ROOT" in missing.stderr
+    assert "--kvstore" not in full.stdout
+    host_b = ["KVSTORE=dist_sync", "DIST_SCHEDULER=10.0.0.1:9091", "DIST_WORKERS=2", "DIST_HOST=10.0.0.2"]
+    dist = subprocess.run(["make", "-n", "reproduce-table1", "DATA_ROOT=/d", "WEIGHTS_DIR=/w"] + host_b,
+                          cwd=ROOT, capture_output=True, text=True)
+    assert "--kvstore dist_sync --scheduler 10.0.0.1:9091 --workers 2 --node-host 10.0.0.2" in dist.stdout
+    assert "--serve" not in dist.stdout
+    host_a = subprocess.run(["make", "-n", "reproduce-table1", "SMOKE=1", "DIST_SERVE=1",
+                             "DIST_LOCAL_WORKERS=2"] + host_b, cwd=ROOT, capture_output=True, text=True)
+    assert "--local-workers 2 --node-host 10.0.0.2 --serve" in host_a.stdout
+    with pytest.raises(SystemExit):  # a cluster needs the scheduler's address and its size
+        reproduce.main(["table1", "--smoke", "--out", "/nonexistent", "--kvstore", "dist_sync",
+                        "--workers", "2"])
 
 
 def test_every_table_row_has_an_experiment_file_and_a_paper_row():

@@ -1,9 +1,9 @@
-"""`mlsl-gluon train --kvstore dist_sync` with a scheduler, a server and two workers on 127.0.0.1:
-both workers run the same command, each pseudo-labels its shard of the target set, both train on
-the combined labels (each on its shard of every batch) and end with identical parameters."""
+"""A row of `tools/reproduce.py --kvstore dist_sync` (`mlsl-gluon train --kvstore dist_sync` with a
+scheduler, a server and two workers on 127.0.0.1): both workers run the same command, each
+pseudo-labels its shard of the target set, both train on the combined labels (each on its shard
+of every batch) and end with identical parameters; a second invocation reuses the finished row."""
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import mxnet as mx
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlsl_gluon.config import load_config
-from mlsl_gluon.training.distributed import run_local_cluster
+from mlsl_gluon.training.cluster import free_port
 from mlsl_gluon.training.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +37,16 @@ def label_files(pseudo_dir):
 @pytest.mark.slow
 def test_two_workers_share_step_one_and_end_with_identical_parameters(tmp_path, smoke_synthia):
     data, weights = smoke_synthia
-    out = tmp_path / "dist"
-    argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()", "train", "--source", "synthia",
-            "--method", "sisc-pwl", "--data-root", str(data), "--weights", str(weights),
-            "--out", str(out), "--kvstore", "dist_sync", "--no-progress"]
-    argv += [a for s in SETS for a in ("--set", s)]
-    (tmp_path / "logs").mkdir()
-    run_local_cluster(argv, 2, timeout=240, log_dir=str(tmp_path / "logs"))
+    # The Table 2 row as the driver runs it on a 2-host cluster, both "hosts" being this one.
+    cluster = reproduce.Cluster("dist_sync", "127.0.0.1", free_port(), num_workers=2, local_workers=2,
+                                serve=True, node_host="127.0.0.1")
+    runner = reproduce.RowRunner(cluster)
+    runs = reproduce.reproduce("table2", data, weights.parent, tmp_path, extra=SETS, rows=("sisc-pwl",),
+                               runner=runner)
+    out = tmp_path / "synthia_sisc_pwl"
+    assert runs == {"sisc-pwl": out} and runner.started == [out]
+    assert sorted(p.name for p in (tmp_path / "cluster_logs" / out.name).glob("*/*.log")) == \
+        ["scheduler.log", "server0.log", "worker0.log", "worker1.log"]
     first = mx.nd.load(str(out / "final.params"))
     second = mx.nd.load(str(out / "worker1" / "final.params"))
     assert first.keys() == second.keys()
@@ -54,9 +57,10 @@ def test_two_workers_share_step_one_and_end_with_identical_parameters(tmp_path, 
 
     # Step 1 of the same round by one worker alone (stopped right after it).
     single = tmp_path / "single"
+    config = load_config(ROOT / "experiments" / "synthia_sisc_pwl.yaml", SETS)
     with pytest.raises(StepOneDone):
-        run_experiment(load_config(None, SETS, source="synthia", method="sisc-pwl"), data, weights, single,
-                       [mx.cpu()], on_event=stop_after_step_one, progress=False)
+        run_experiment(config, data, weights, single, [mx.cpu()], on_event=stop_after_step_one,
+                       progress=False)
     shared, alone = out / "round_00" / "pseudo", single / "round_00" / "pseudo"
     labels = label_files(alone)
     assert len(labels) == reproduce.SMOKE_DATA["n_target_train"]
@@ -74,3 +78,10 @@ def test_two_workers_share_step_one_and_end_with_identical_parameters(tmp_path, 
     for folder in (out, out / "worker1"):
         epochs = [line for line in (folder / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line]
         assert '"iterations": 3' in epochs[-1] and '"images": 3' in epochs[-1]
+
+    # A rerun on every host reuses the finished row: no cluster, nothing rewritten.
+    stamp = (out / "metrics.jsonl").stat().st_mtime_ns
+    again = reproduce.RowRunner(cluster)
+    assert reproduce.reproduce("table2", data, weights.parent, tmp_path, extra=SETS, rows=("sisc-pwl",),
+                               runner=again) == runs
+    assert again.started == [] and again.rows == 1 and (out / "metrics.jsonl").stat().st_mtime_ns == stamp

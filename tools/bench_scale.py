@@ -4,7 +4,15 @@
 1. ``pseudo_pass_ratio_2_workers``: wall time of step 1 (pseudo-labels + PWL of the target set)
    inside ``mlsl-gluon train`` with 2 dist_sync workers on 127.0.0.1 (one OpenMP thread each)
    over the same step with 1 worker, on the same tiny generated data; the labels and weak labels
-   of both runs are compared byte for byte. Goal <= 0.6.
+   of every run are compared byte for byte. Goal <= 0.6. The setting (``PSEUDO_DATA``,
+   ``PSEUDO_SETS``, fixed before the reported runs): 16 generated target frames of 256x512, SISC
+   with K = 8 patches of 128 at width 1/8. Two parts do not shrink with more workers: each
+   worker's first image (graph and oneDNN set-up, about 0.2 s of CPU) and pass 2, which rank 0
+   runs alone (merged thresholds, label PNGs, weak labels: about 15 ms per frame). With 0.5 s
+   of inference per frame they put the ideal ratio at 0.54 for 8 frames, where the noise of
+   this shared 2-core machine pushed single runs over 0.6, and at 0.53 for 16. A pair of runs
+   in which another process took a core from a worker is printed but not counted (see
+   :func:`bench_pseudo_pass`).
 2. ``predict_over_forward``: time of ``net.predict(x)`` over the full ``net(x)`` of a
    ``with_classifier=True`` MLSLNet at width 0.25 on a 256x512 input. Goal <= 0.8.
 3. ``loader_images_per_s``: the training pipeline (GTA5 reader + TrainTransform + batching, via
@@ -44,15 +52,22 @@ sys.path.insert(0, str(PROJECT / "tools"))
 from bench_data import replicate_frame  # noqa: E402
 from reproduce import SMOKE_SIZES, write_random_ademxapp_weights  # noqa: E402
 
-#: Step 1 of the benchmark's tiny run: 8 target frames of 256x512, SISC with 8 patches of 128
+#: Step 1 of the benchmark's tiny run: 16 target frames of 256x512, SISC with 8 patches of 128
 #: at width 1/8, so that inference (what the workers share) dominates the fixed costs.
-PSEUDO_DATA = {"n_source": 4, "n_target_train": 8, "n_target_val": 1, "size": (256, 512)}
+PSEUDO_DATA = {"n_source": 4, "n_target_train": 16, "n_target_val": 1, "size": (256, 512)}
+#: Least CPU seconds per wall second of a run's busiest worker for its pair to count.
+CORE_SHARE = 0.9
 PSEUDO_SETS = SMOKE_SIZES + ["rounds.num_rounds=1", "model.width=0.125", "pseudo_label.K=8",
                              "pseudo_label.patch_size=128", "pseudo_label.longer_side=512"]
 
 
 def median(values):
     return statistics.median(values)
+
+
+def load_1min():
+    """The 1-minute load average (printed beside every timing: 2 workers need 2 idle cores)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def step_one_seconds(folder):
@@ -70,51 +85,82 @@ def labels_of(pseudo_dir):
     return labels, json.loads((pseudo_dir / "weak_labels.json").read_text())
 
 
+def step_one_run(workers, data, weights, out, env):
+    """One `train` cluster with ``workers`` workers: (wall s, CPU s) of step 1 on its busiest
+    worker, its labels and weak labels, and its stats.json."""
+    from mlsl_gluon.training.cluster import run_local_cluster
+
+    argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()", "train",
+            "--source", "synthia", "--method", "sisc-pwl", "--data-root", str(data),
+            "--weights", str(weights), "--out", str(out), "--kvstore", "dist_sync", "--no-progress"]
+    argv += [a for item in PSEUDO_SETS for a in ("--set", item)]
+    logs = Path(str(out) + "_logs")
+    logs.mkdir()
+    run_local_cluster(argv, workers, timeout=900, env=env, log_dir=str(logs))
+    # The workers leave step 1 together (its last barrier): the slowest one's time.
+    times = [step_one_seconds(f) for f in [out] + [out / f"worker{r}" for r in range(1, workers)]]
+    pseudo = out / "round_00" / "pseudo"
+    return (max(wall for wall, _ in times), max(used for _, used in times), labels_of(pseudo),
+            json.loads((pseudo / "stats.json").read_text()))
+
+
 def bench_pseudo_pass(runs, tmp):
     """Step-1 seconds inside `train` with 1 and 2 dist_sync workers (1 thread each), and whether
-    the two runs wrote identical pseudo-labels and weak labels."""
+    every run wrote the same pseudo-labels and weak labels.
+
+    The two configurations alternate in pairs. A pair counts when the busiest worker of both
+    runs got at least ``CORE_SHARE`` of a core (CPU / wall seconds); otherwise another process
+    held a core (this machine's 2 cores are shared), the pair is printed as not counted and one
+    more pair runs, at most ``runs`` extra. With fewer than ``runs`` counted pairs the medians
+    are over every pair, and the JSON says so.
+    """
     from mlsl_gluon.demo.synthetic import generate_demo_data
-    from mlsl_gluon.training.distributed import run_local_cluster
 
     data = tmp / "pseudo_data"
     generate_demo_data(data, seed=0, source_format="synthia", **PSEUDO_DATA)
     weights = write_random_ademxapp_weights(tmp / "source.params", 16, 0.125, seed=1, with_head=True)
-    seconds, cpu, outputs = {1: [], 2: []}, {1: [], 2: []}, {}
     env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT),
                                                                                os.environ.get("PYTHONPATH")]))}
-    for run in range(runs):
-        for workers in seconds:
-            out = tmp / f"pseudo_{workers}w_{run}"
-            argv = [sys.executable, "-c", "from mlsl_gluon.cli import main; main()", "train",
-                    "--source", "synthia", "--method", "sisc-pwl", "--data-root", str(data),
-                    "--weights", str(weights), "--out", str(out), "--kvstore", "dist_sync", "--no-progress"]
-            argv += [a for item in PSEUDO_SETS for a in ("--set", item)]
-            logs = tmp / f"logs_{workers}w_{run}"
-            logs.mkdir()
-            run_local_cluster(argv, workers, timeout=900, env=env, log_dir=str(logs))
-            # The workers leave step 1 together (its last barrier): the slowest one's time.
-            folders = [out] + [out / f"worker{r}" for r in range(1, workers)]
-            times = [step_one_seconds(f) for f in folders]
-            seconds[workers].append(max(wall for wall, _ in times))
-            cpu[workers].append(max(used for _, used in times))
-            outputs[workers] = labels_of(out / "round_00" / "pseudo")
-            stats = json.loads((out / "round_00" / "pseudo" / "stats.json").read_text())
-            print(f"  pass 1 per shard {stats['pass1_seconds']} s, pass 2 (rank 0) "
-                  f"{stats['pass2_seconds']} s", flush=True)
-            print(f"step 1, {workers} worker(s), run {run + 1}/{runs}: {seconds[workers][-1]:.2f} s "
-                  f"(CPU of the busiest worker {cpu[workers][-1]:.2f} s)", flush=True)
-    identical = outputs[1] == outputs[2]
-    ratio = median(seconds[2]) / median(seconds[1])
-    print(f"step 1 of {PSEUDO_DATA['n_target_train']} target frames {PSEUDO_DATA['size']}: 1 worker "
-          f"{median(seconds[1]):.2f} s, 2 workers {median(seconds[2]):.2f} s, ratio {ratio:.3f} "
-          f"(goal <= 0.6); "
-          f"pseudo-labels and weak labels identical: {identical}", flush=True)
-    cpu_ratio = median(cpu[2]) / median(cpu[1])
+    pairs, reference, identical = [], None, True
+    while sum(p["counted"] for p in pairs) < runs and len(pairs) < 2 * runs:
+        pair = {}
+        for workers in (1, 2):
+            load = load_1min()
+            wall, used, labels, stats = step_one_run(workers, data, weights,
+                                                     tmp / f"pseudo_{workers}w_{len(pairs)}", env)
+            reference = labels if reference is None else reference
+            identical &= labels == reference
+            pair[workers] = {"s": round(wall, 3), "cpu_s": round(used, 3),
+                             "core_share": round(used / wall, 3), "load_1min": load}
+            print(f"step 1, {workers} worker(s), pair {len(pairs) + 1}: {wall:.2f} s (CPU of the busiest "
+                  f"worker {used:.2f} s, {used / wall:.2f} of a core; pass 1 per shard "
+                  f"{stats['pass1_seconds']} s, pass 2 on rank 0 {stats['pass2_seconds']} s; load average "
+                  f"{load} at its start)", flush=True)
+        pair["counted"] = min(pair[w]["core_share"] for w in (1, 2)) >= CORE_SHARE
+        pair["ratio"] = round(pair[2]["s"] / pair[1]["s"], 3)
+        print(f"  pair {len(pairs) + 1}: ratio {pair['ratio']:.3f}, "
+              f"{'counted' if pair['counted'] else 'NOT counted (another process held a core)'}", flush=True)
+        pairs.append(pair)
+    counted = [p for p in pairs if p["counted"]]
+    quiet = len(counted) >= runs
+    used_pairs = counted if quiet else pairs
+    one, two = (median([p[w]["s"] for p in used_pairs]) for w in (1, 2))
+    cpu_one, cpu_two = (median([p[w]["cpu_s"] for p in used_pairs]) for w in (1, 2))
+    ratio, cpu_ratio = two / one, cpu_two / cpu_one
+    for workers in (1, 2):
+        every = ", ".join(f"{p[workers]['s']:.2f}" for p in pairs)
+        print(f"step 1, {workers} worker(s), every pair: {every} s", flush=True)
+    print(f"step 1 of {PSEUDO_DATA['n_target_train']} target frames {PSEUDO_DATA['size']}, medians of "
+          f"{len(used_pairs)} {'counted' if quiet else 'pairs (too few quiet ones: every pair)'}: 1 worker "
+          f"{one:.2f} s, 2 workers {two:.2f} s, ratio {ratio:.3f} (goal <= 0.6); pseudo-labels and weak "
+          f"labels of every run identical: {identical}", flush=True)
     print(f"CPU seconds of step 1 on the busiest worker, 2 workers / 1 worker: {cpu_ratio:.3f} (the "
           f"share of the work each worker does; the wall-time ratio approaches it on idle cores)", flush=True)
     return {"pseudo_pass_ratio_2_workers": round(ratio, 3),
             "pseudo_pass_cpu_ratio_2_workers": round(cpu_ratio, 3),
-            "pseudo_pass_s": {str(w): round(median(v), 3) for w, v in seconds.items()},
+            "pseudo_pass_s": {"1": round(one, 3), "2": round(two, 3)},
+            "pseudo_pass_pairs": [{str(k): v for k, v in p.items()} for p in pairs],
+            "pseudo_pass_quiet_pairs": len(counted),
             "pseudo_labels_identical": identical}
 
 

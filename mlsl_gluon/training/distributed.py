@@ -5,7 +5,7 @@ reads its role and the scheduler's address from ``DMLC_*`` environment variables
 scheduler process runs its loop as soon as it imports ``mxnet`` (so ``python -c "import mxnet"``
 is a complete server), a worker is the ordinary training command with ``--kvstore dist_sync``.
 ``mxnet.tools.launch`` would start them, but it needs the dmlc tracker that the pip wheel lacks;
-:func:`run_local_cluster` starts a whole cluster on 127.0.0.1 instead (used by the tests).
+:mod:`.cluster` starts them instead (one host's part, or a whole cluster on 127.0.0.1).
 
 With ``dist_sync`` each worker trains on its own shard of the data (:func:`shard_indices`, all
 shards the same length so every worker makes the same number of steps); the servers sum the
@@ -54,21 +54,11 @@ the gradients of several GPUs of a host on that host first.
 """
 import atexit
 import logging
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 
 import mxnet as mx
 import numpy as np
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK = "127.0.0.1"
-#: Command that turns a process with ``DMLC_ROLE`` = scheduler/server into that role.
-SERVER_COMMAND = (sys.executable, "-c", "import mxnet")
 
 
 def shard_indices(n, rank, num_workers):
@@ -100,152 +90,6 @@ def shard_indices(n, rank, num_workers):
         raise ValueError(f"cannot shard {n} samples")
     per_worker = -(-n // num_workers)
     return (rank + num_workers * np.arange(per_worker, dtype=np.int64)) % n
-
-
-def free_port(host=LOOPBACK):
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def dist_environment(role, *, root_uri, root_port, num_workers, num_servers=1, node_host=None):
-    """The ``DMLC_*`` environment variables of one parameter-server process.
-
-    Parameters
-    ----------
-    role : {'scheduler', 'server', 'worker'}
-    root_uri : str
-        Scheduler IP address.
-    root_port : int
-        Scheduler port.
-    num_workers, num_servers : int
-        Cluster size.
-    node_host : str or None
-        Address this process binds and announces (``DMLC_NODE_HOST``); None lets ps-lite pick.
-
-    Returns
-    -------
-    dict of str -> str
-    """
-    if role not in ("scheduler", "server", "worker"):
-        raise ValueError(f"unknown parameter-server role {role!r}")
-    env = {
-        "DMLC_ROLE": role,
-        "DMLC_PS_ROOT_URI": str(root_uri),
-        "DMLC_PS_ROOT_PORT": str(int(root_port)),
-        "DMLC_NUM_SERVER": str(int(num_servers)),
-        "DMLC_NUM_WORKER": str(int(num_workers)),
-    }
-    if node_host is not None:
-        env["DMLC_NODE_HOST"] = str(node_host)
-    return env
-
-
-def _start(argv, env, log_path, cwd):
-    handle = open(log_path, "wb")
-    try:
-        return subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
-    finally:
-        handle.close()  # the child keeps its own descriptor
-
-
-def _tail(path, limit=3000):
-    with open(path, "rb") as handle:
-        return handle.read()[-limit:].decode("utf-8", "replace")
-
-
-def run_local_cluster(worker_argv, num_workers, *, num_servers=1, timeout=120.0, env=None,
-                      cwd=None, log_dir=None):
-    """Run a whole ``dist_sync`` cluster on 127.0.0.1: scheduler, servers and workers.
-
-    Every process is a subprocess bound to the loopback address; all of them are killed when
-    this function returns or raises, whatever happened.
-
-    Parameters
-    ----------
-    worker_argv : sequence of str
-        Command every worker runs (the same for all; ranks come from the kvstore).
-    num_workers : int
-        Number of worker processes.
-    num_servers : int
-        Number of server processes.
-    timeout : float
-        Seconds the whole cluster may take; on expiry everything is killed.
-    env : dict or None
-        Extra environment for all processes (on top of ``os.environ``).
-    cwd : str or None
-        Working directory of the workers.
-    log_dir : str or None
-        Where each process's combined stdout/stderr go (``<role><i>.log``); a temporary
-        directory if None.
-
-    Returns
-    -------
-    list of str
-        The output of each worker.
-
-    Raises
-    ------
-    TimeoutError
-        Naming the processes still running after ``timeout`` seconds.
-    RuntimeError
-        When a process exits with a non-zero status (with the end of its output).
-    """
-    log_dir = log_dir or tempfile.mkdtemp(prefix="mlsl-dist-")
-    port = free_port()
-    base = dict(os.environ)
-    base.update(env or {})
-    base.setdefault("OMP_NUM_THREADS", "1")
-
-    def role_env(role):
-        out = dict(base)
-        out.update(dist_environment(role, root_uri=LOOPBACK, root_port=port, num_workers=num_workers,
-                                    num_servers=num_servers, node_host=LOOPBACK))
-        return out
-
-    procs = []
-
-    def launch(name, argv, role):
-        log = os.path.join(log_dir, f"{name}.log")
-        procs.append((name, log, _start(argv, role_env(role), log, cwd)))
-
-    try:
-        launch("scheduler", SERVER_COMMAND, "scheduler")
-        for i in range(num_servers):
-            launch(f"server{i}", SERVER_COMMAND, "server")
-        for i in range(num_workers):
-            launch(f"worker{i}", worker_argv, "worker")
-        logger.info("local dist_sync cluster on %s:%d: %d server(s), %d worker(s), logs in %s",
-                    LOOPBACK, port, num_servers, num_workers, log_dir)
-        _wait_all(procs, time.monotonic() + timeout)
-        return [_tail(log, limit=1 << 20) for name, log, _ in procs if name.startswith("worker")]
-    finally:
-        for _, _, proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        for _, _, proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                logger.error("process %d did not exit after kill", proc.pid)
-
-
-def _wait_all(procs, deadline):
-    pending = list(procs)
-    while pending:
-        for item in list(pending):
-            name, log, proc = item
-            code = proc.poll()
-            if code is None:
-                continue
-            pending.remove(item)
-            if code != 0:
-                raise RuntimeError(f"dist_sync {name} exited with status {code}; end of {log}:\n{_tail(log)}")
-        if pending and time.monotonic() > deadline:
-            names = ", ".join(name for name, _, _ in pending)
-            raise TimeoutError(f"dist_sync cluster timed out; still running: {names}")
-        time.sleep(0.1)
 
 
 def num_workers(trainer):
