@@ -4,6 +4,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from test_pseudo_selection import exact_thresholds  # the full-sort reference of SPEC section 3
 
 from mlsl_gluon.pseudo_labels import (
     CacheError,
@@ -47,19 +48,6 @@ def dirichlet_scores(num, shape, seed, prior_alpha=0.1):
     maps = [rng.dirichlet(np.full(C, 0.3), size=shape).transpose(2, 0, 1).astype(np.float32)
             for _ in range(num)]
     return [apply_spatial_prior(m, prior) for m in maps]
-
-
-def exact_thresholds(score_maps, portion):
-    """SPEC section 3 by a full sort: the score at rank floor(N_c * p), descending (1 if none)."""
-    pred = np.concatenate([s.argmax(0).ravel() for s in score_maps])
-    conf = np.concatenate([s.max(0).ravel() for s in score_maps])
-    k = np.ones(score_maps[0].shape[0])
-    for c in range(len(k)):
-        values = np.sort(conf[pred == c])[::-1]
-        rank = int(np.floor(len(values) * portion))
-        if rank and values[rank - 1] > 0:
-            k[c] = values[rank - 1]
-    return k
 
 
 def structured_scores(shape, seed):
