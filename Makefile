@@ -14,8 +14,10 @@ $(STAMP): setup.py constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# Two pytest-xdist workers: most tests run one single-threaded process (tests/conftest.py sets one
+# OpenMP thread), so on the 2-core CI machines two at a time use both cores.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlsl_gluon tests tools

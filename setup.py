@@ -33,7 +33,7 @@ setup(
     extras_require={
         "gpu": ["mxnet-cu112==1.9.1"],
         "onnx": ["onnx<1.19", "onnxruntime"],
-        "test": ["pytest", "ruff", "onnx<1.19", "onnxruntime"],
+        "test": ["pytest", "pytest-xdist", "ruff", "onnx<1.19", "onnxruntime"],
     },
     entry_points={"console_scripts": ["mlsl-gluon=mlsl_gluon.cli:main"]},
     classifiers=[
